@@ -1,0 +1,100 @@
+"""Molecule <-> RDKit ``Mol`` (with one 3D conformer). Lossless for elements, charges, bonds, coordinates."""
+
+from __future__ import annotations
+
+import numpy as np
+from rdkit import Chem
+from rdkit.Geometry import Point3D
+
+from moldiff.chem.molecule import AROMATIC, DOUBLE, SINGLE, TRIPLE, Molecule
+
+_TO_RDKIT = {
+    SINGLE: Chem.BondType.SINGLE,
+    DOUBLE: Chem.BondType.DOUBLE,
+    TRIPLE: Chem.BondType.TRIPLE,
+    AROMATIC: Chem.BondType.AROMATIC,
+}
+_FROM_RDKIT = {v: k for k, v in _TO_RDKIT.items()}
+
+
+def to_rdkit(mol: Molecule, sanitize: bool = False) -> Chem.Mol:
+    """Build an RDKit molecule with explicit atoms, formal charges, bonds and one conformer.
+
+    Args:
+        mol: the molecule.
+        sanitize: run ``Chem.SanitizeMol`` (raises on chemically invalid input).
+    """
+    rw = Chem.RWMol()
+    for el, q in zip(mol.elements, mol.charges):
+        atom = Chem.Atom(el)
+        atom.SetFormalCharge(int(q))
+        atom.SetNoImplicit(True)
+        rw.AddAtom(atom)
+    for i, j, code in mol.bonds:
+        rw.AddBond(int(i), int(j), _TO_RDKIT[int(code)])
+        if int(code) == AROMATIC:
+            rw.GetBondBetweenAtoms(int(i), int(j)).SetIsAromatic(True)
+            rw.GetAtomWithIdx(int(i)).SetIsAromatic(True)
+            rw.GetAtomWithIdx(int(j)).SetIsAromatic(True)
+    conf = Chem.Conformer(mol.num_atoms)
+    conf.Set3D(True)
+    for k, (x, y, z) in enumerate(mol.pos):
+        conf.SetAtomPosition(k, Point3D(float(x), float(y), float(z)))
+    out = rw.GetMol()
+    out.AddConformer(conf, assignId=True)
+    if mol.name:
+        out.SetProp("_Name", mol.name)
+    for key, val in mol.props.items():
+        if isinstance(val, float):
+            out.SetDoubleProp(key, val)
+        elif isinstance(val, (int, np.integer)):
+            out.SetIntProp(key, int(val))
+        else:
+            out.SetProp(key, str(val))
+    if sanitize:
+        Chem.SanitizeMol(out)
+    else:
+        out.UpdatePropertyCache(strict=False)
+    return out
+
+
+def from_rdkit(rdmol: Chem.Mol, name: str | None = None, conf_id: int = -1, kekulize: bool = False) -> Molecule:
+    """Read an RDKit molecule (all atoms it holds; add hydrogens beforehand if wanted).
+
+    Args:
+        rdmol: molecule with at least one conformer.
+        name: title; defaults to the ``_Name`` property.
+        conf_id: which conformer.
+        kekulize: replace aromatic bonds by a Kekule structure (raises if RDKit cannot).
+    """
+    if kekulize:
+        rdmol = Chem.Mol(rdmol)
+        Chem.Kekulize(rdmol, clearAromaticFlags=True)
+    if rdmol.GetNumConformers() == 0:
+        raise ValueError(f"molecule {name or rdmol.GetPropsAsDict().get('_Name', '')!r} has no 3D conformer")
+    pos = np.asarray(rdmol.GetConformer(conf_id).GetPositions(), dtype=np.float64)
+    elements = [a.GetSymbol() for a in rdmol.GetAtoms()]
+    charges = np.array([a.GetFormalCharge() for a in rdmol.GetAtoms()], dtype=np.int64)
+    bonds = []
+    for b in rdmol.GetBonds():
+        bt = b.GetBondType()
+        if bt not in _FROM_RDKIT:
+            raise ValueError(f"unsupported bond type {bt} between atoms {b.GetBeginAtomIdx() + 1} and {b.GetEndAtomIdx() + 1}")
+        bonds.append((b.GetBeginAtomIdx(), b.GetEndAtomIdx(), _FROM_RDKIT[bt]))
+    props = {}
+    for k, v in rdmol.GetPropsAsDict(includePrivate=False, includeComputed=False).items():
+        props[k] = v
+    if name is None:
+        name = rdmol.GetProp("_Name") if rdmol.HasProp("_Name") else ""
+    return Molecule(elements, pos, charges, np.array(bonds, dtype=np.int64).reshape(-1, 3), props, name)
+
+
+def canonical_smiles(rdmol: Chem.Mol) -> str | None:
+    """Canonical isomeric-free SMILES of a sanitizable molecule (hydrogens removed), or None."""
+    try:
+        m = Chem.Mol(rdmol)
+        Chem.SanitizeMol(m)
+        m = Chem.RemoveHs(m, sanitize=True)
+        return Chem.MolToSmiles(m, isomericSmiles=False)
+    except Exception:
+        return None
