@@ -90,10 +90,11 @@ def from_rdkit(rdmol: Chem.Mol, name: str | None = None, conf_id: int = -1, keku
 
 
 def canonical_smiles(rdmol: Chem.Mol) -> str | None:
-    """Canonical isomeric-free SMILES of a sanitizable molecule (hydrogens removed), or None."""
+    """Canonical stereo-free SMILES of a sanitizable molecule (hydrogens removed), or None."""
     try:
         m = Chem.Mol(rdmol)
         Chem.SanitizeMol(m)
+        Chem.RemoveStereochemistry(m)  # stereo-free: an H kept only for double-bond stereo must go too
         m = Chem.RemoveHs(m, sanitize=True)
         return Chem.MolToSmiles(m, isomericSmiles=False)
     except Exception:

@@ -122,6 +122,11 @@ class CacheWriter:
             (tmp / "smiles.txt").write_text("\n".join(self._smiles) + "\n")
             (tmp / "keys.txt").write_text("\n".join(self._keys) + "\n")
             (tmp / "meta.json").write_text(json.dumps(meta, indent=1))
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o777 & ~mask)
+            for f in tmp.iterdir():
+                os.chmod(f, 0o666 & ~mask)
             if self.path.exists():
                 shutil.rmtree(self.path)
             os.replace(tmp, self.path)

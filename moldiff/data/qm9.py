@@ -15,10 +15,14 @@ Recipe (``RECIPE_VERSION``; bump it when anything here changes and caches rebuil
 from __future__ import annotations
 
 import ast
+import contextlib
 import csv
+import ctypes
 import importlib.util
 import itertools
 import multiprocessing as mp
+import os
+import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -29,7 +33,7 @@ from moldiff.chem.molecule import Molecule
 from moldiff.data.cache import CacheWriter, MolCache
 from moldiff.data.vocab import QM9_VOCAB
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2
 NUM_MOLECULES = 130_831
 SPLIT_SIZES = (100_000, 17_748, 13_083)
 SPLIT_SEED = 0
@@ -78,6 +82,30 @@ def iter_rows(limit: int | None = None) -> Iterator[dict]:
     return itertools.islice(rows, limit) if limit else rows
 
 
+@contextlib.contextmanager
+def _quiet_c_output() -> Iterator[None]:
+    """Point file descriptors 1 and 2 at /dev/null for the duration (restored afterwards).
+
+    YAeHMOP, behind ``DetermineBonds(useHueckel=True)``, prints "!!! Warning !!! Distance between
+    atoms ..." lines from C; Python-level redirection cannot catch them.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in saved:
+            os.dup2(devnull, fd)
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None).fflush(None)  # drop what C stdio buffered while redirected
+        for fd, dup in saved.items():
+            os.dup2(dup, fd)
+            os.close(dup)
+        os.close(devnull)
+
+
 def _process(row: dict) -> tuple:
     """Row -> (status, Molecule or None, canonical SMILES, props, key). status: ok/hueckel/failed."""
     from rdkit import Chem, RDLogger
@@ -104,7 +132,8 @@ def _process(row: dict) -> tuple:
     for hueckel in (False, True):
         m = Chem.Mol(base)
         try:
-            rdDetermineBonds.DetermineBonds(m, charge=0, useHueckel=hueckel)
+            with _quiet_c_output() if hueckel else contextlib.nullcontext():
+                rdDetermineBonds.DetermineBonds(m, charge=0, useHueckel=hueckel)
             Chem.SanitizeMol(m)
             mol = m
             status = "hueckel" if hueckel else "ok"

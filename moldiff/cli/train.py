@@ -1,0 +1,107 @@
+"""``moldiff-train``: compose the config, build data module, model and Lightning trainer, run ``fit``."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import hydra
+import lightning as L
+from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
+from omegaconf import DictConfig, OmegaConf
+
+from moldiff.cli.common import friendly_errors
+from moldiff.data.config import open_dataset
+from moldiff.data.datamodule import MolDataModule
+from moldiff.training.module import DiffusionModule
+
+log = logging.getLogger("moldiff.train")
+
+
+def build_module(cfg: DictConfig, cache) -> DiffusionModule:
+    """The LightningModule from a composed config and the opened dataset cache."""
+    props = list(cfg.conditioning.properties or [])
+    if props:
+        cache.prop_columns(props)
+    dataset = {"name": cache.name, "vocab": cache.vocab.to_dict(), "statistics": cache.statistics}
+    return DiffusionModule(
+        model=OmegaConf.to_container(cfg.model, resolve=True),
+        diffusion=OmegaConf.to_container(cfg.diffusion, resolve=True),
+        optim=OmegaConf.to_container(cfg.optim, resolve=True),
+        dataset=dataset,
+        conditioning={"properties": props, "p_uncond": float(cfg.conditioning.p_uncond)},
+        validation=OmegaConf.to_container(cfg.validation, resolve=True),
+    )
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> str | None:
+    if cfg.ckpt_path in (None, "", "null"):
+        return None
+    if cfg.ckpt_path == "auto":
+        last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
+        return str(last) if last.exists() else None
+    p = Path(cfg.ckpt_path)
+    if not p.exists():
+        raise FileNotFoundError(f"ckpt_path {p} does not exist")
+    return str(p)
+
+
+def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
+    """Run training; returns the trainer, module, datamodule and final metrics."""
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.run_dir)
+    cache = open_dataset(cfg.data)
+    dm = MolDataModule(
+        cache,
+        batch_size=cfg.data.batch_size,
+        train_split=cfg.data.train_split,
+        subset=cfg.data.subset,
+        props=list(cfg.conditioning.properties or []),
+        num_workers=cfg.data.num_workers,
+        val_size=cfg.data.val_size,
+    )
+    module = build_module(cfg, cache)
+    ckpt_dir = run_dir / "checkpoints"
+    callbacks = [
+        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
+                        every_n_train_steps=cfg.checkpoint.every_n_train_steps, save_top_k=-1, save_last=True),
+        EMAWeightAveraging(decay=cfg.ema.decay, update_starting_at_step=cfg.ema.start_step),
+        LearningRateMonitor(logging_interval="step"),
+    ]
+    if cfg.validation.num_samples:
+        from moldiff.training.callbacks import SampleMetricsCallback
+
+        callbacks.append(SampleMetricsCallback(cfg.validation.num_samples, cfg.validation.steps))
+    callbacks += list(extra_callbacks or [])
+    loggers: list = [CSVLogger(run_dir, name="logs", version="")] if cfg.logger.csv else []
+    if cfg.logger.tensorboard is True or (cfg.logger.tensorboard == "auto" and importlib.util.find_spec("tensorboard")):
+        from lightning.pytorch.loggers import TensorBoardLogger
+
+        loggers.append(TensorBoardLogger(run_dir, name="tb", version=""))
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
+    if trainer.is_global_zero:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        log.info("model: %d parameters; dataset %s (%d train molecules); run dir %s",
+                 module.num_parameters(), cache.name, len(cache.indices(cfg.data.train_split)), run_dir)
+    trainer.fit(module, datamodule=dm, ckpt_path=resolve_ckpt_path(cfg))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    if trainer.is_global_zero:
+        summary = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "metrics": metrics,
+                   "last_checkpoint": str(ckpt_dir / "last.ckpt")}
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return {"trainer": trainer, "module": module, "datamodule": dm, "metrics": metrics}
+
+
+@hydra.main(config_path="pkg://moldiff.conf", config_name="train", version_base="1.3")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    train(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,510 @@
+"""Custom datasets from any multi-record SDF file (conformers allowed).
+
+Recipe (``RECIPE_VERSION``; bump it when anything here changes and caches rebuild):
+  * records are read with ``Chem.SDMolSupplier(path, removeHs=False, sanitize=False)``: atoms
+    (hydrogens included) exactly as the file gives them;
+  * each record must have atoms, 3D coordinates (a conformer flagged 3D), finite coordinates,
+    known elements and pass RDKit sanitization; any other record is *bad*: an error naming the
+    file, the 1-based record number and what is wrong, or, with ``skip_invalid=True``, skipped
+    and listed in the build report;
+  * bonds are kekulized (bond classes none/single/double/triple; no aromatic class); RDKit's
+    sanitization normalises a few groups (e.g. pentavalent nitro to the charge-separated form);
+  * records with the same canonical SMILES (hydrogens and stereo removed) are conformers of one
+    molecule: the train/val/test split (seeded, ``split_fractions``) is made over molecules, so
+    no molecule has conformers in two splits; the train molecules are also cut into two halves;
+  * the vocabularies are the elements (ordered by atomic number) and formal charges (0 always
+    included) found in the kept records;
+  * numeric SD tags named in ``properties`` become the cache's properties (a record without a
+    finite numeric value for one of them is bad);
+  * ``heavy_atoms_only=True`` drops hydrogens (after kekulization; bonds to them go too).
+
+The cache is ``sdf_<file stem>`` (``_noH`` appended in heavy-atom mode). The build report holds the
+file's path, size, modification time and SHA-256 plus the options: a changed file (or changed
+options) rebuilds the cache; a touched but identical file does not.
+
+RDKit is imported inside the functions that read files, so opening an existing cache (and the
+staleness check) works without RDKit.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import re
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Sequence
+
+import numpy as np
+from tqdm import tqdm
+
+from moldiff.chem.molecule import ATOMIC_NUMBER, Molecule
+from moldiff.data.cache import CacheWriter, MolCache
+from moldiff.data.vocab import Vocab
+
+RECIPE_VERSION = 1
+DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
+#: At most this many bad records are listed one by one in the build report (all are counted).
+MAX_LISTED_INVALID = 1000
+
+
+class RecordError(ValueError):
+    """A bad input record; the message names the file, the record and the problem (``reason``)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
+
+
+class FoundVocabWriter(CacheWriter):
+    """A ``CacheWriter`` whose vocabularies are the elements and charges found in the molecules.
+
+    Elements and charges are registered as molecules arrive; ``finish`` re-orders the vocabularies
+    (elements by atomic number, charges ascending, 0 always present) and re-indexes the stored atoms.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        name: str,
+        recipe_version: int,
+        prop_names: list[str] | None = None,
+        prop_units: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(path, name, recipe_version, Vocab((), (0,)), prop_names, prop_units)
+
+    def add(self, mol: Molecule, smiles: str = "", props: np.ndarray | None = None, key: str = "") -> None:
+        new_el = [e for e in dict.fromkeys(mol.elements) if e not in self.vocab.elements]
+        new_q = [int(q) for q in dict.fromkeys(mol.charges.tolist()) if int(q) not in self.vocab.charges]
+        for e in new_el:
+            if e not in ATOMIC_NUMBER:
+                raise ValueError(f"molecule {mol.name or len(self)}: unknown element {e!r}")
+        if new_el or new_q:
+            self.vocab = Vocab(self.vocab.elements + tuple(new_el), self.vocab.charges + tuple(new_q))
+        super().add(mol, smiles, props, key)
+
+    def finish(self, split: np.ndarray, half: np.ndarray | None = None, report: dict | None = None) -> MolCache:
+        elements = sorted(self.vocab.elements, key=lambda e: ATOMIC_NUMBER[e])
+        charges = sorted(self.vocab.charges)
+        el_map = np.array([elements.index(e) for e in self.vocab.elements], dtype=np.int8)
+        q_map = np.array([charges.index(q) for q in self.vocab.charges], dtype=np.int8)
+        self._types = [el_map[t] for t in self._types]
+        self._charges = [q_map[c] for c in self._charges]
+        self.vocab = Vocab(tuple(elements), tuple(charges))
+        return super().finish(split, half, report)
+
+
+# --------------------------------------------------------------------------- splits
+
+
+def check_fractions(split_fractions: Sequence[float]) -> tuple[float, float, float]:
+    """Validate ``[train, val, test]`` fractions (non-negative, train > 0, sum 1)."""
+    try:
+        f = tuple(float(x) for x in split_fractions)
+    except (TypeError, ValueError):
+        raise ValueError(f"split_fractions must be three numbers [train, val, test], got {split_fractions!r}") from None
+    if len(f) != 3 or min(f) < 0 or f[0] <= 0 or not math.isclose(sum(f), 1.0, abs_tol=1e-6):
+        raise ValueError(
+            f"split_fractions must be three non-negative numbers [train, val, test] with train > 0 "
+            f"summing to 1, got {list(split_fractions)}"
+        )
+    return f  # type: ignore[return-value]
+
+
+def split_by_group(
+    groups: Sequence[str], split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic ``(split, half)`` per record, with all records of a group in the same split.
+
+    The distinct group keys are sorted (so record order in the file does not matter), permuted with
+    ``seed`` and cut by ``split_fractions``. With at least three groups, val and test get at least
+    one group each when their fraction is positive. Train groups are cut into halves 0 and 1.
+
+    Args:
+        groups: one key per record (e.g. canonical SMILES).
+        split_fractions: ``[train, val, test]``.
+        seed: permutation seed.
+
+    Returns:
+        ``split`` int8 ``[M]`` (0 train, 1 val, 2 test) and ``half`` int8 ``[M]`` (0/1 on train, -1 elsewhere).
+    """
+    f = check_fractions(split_fractions)
+    keys = sorted(set(groups))
+    g = len(keys)
+    n_val, n_test = int(round(g * f[1])), int(round(g * f[2]))
+    if g >= 3:
+        n_val = max(n_val, 1) if f[1] > 0 else 0
+        n_test = max(n_test, 1) if f[2] > 0 else 0
+    while n_val + n_test >= g and g > 0 and (n_val or n_test):  # keep at least one train group
+        if n_val >= n_test:
+            n_val -= 1
+        else:
+            n_test -= 1
+    n_train = g - n_val - n_test
+    perm = np.random.default_rng(seed).permutation(g)
+    gsplit = np.empty(g, np.int8)
+    ghalf = np.full(g, -1, np.int8)
+    gsplit[perm[:n_train]] = 0
+    gsplit[perm[n_train : n_train + n_val]] = 1
+    gsplit[perm[n_train + n_val :]] = 2
+    ghalf[perm[: n_train // 2]] = 0
+    ghalf[perm[n_train // 2 : n_train]] = 1
+    index = {k: i for i, k in enumerate(keys)}
+    gi = np.array([index[k] for k in groups], dtype=np.int64)
+    return gsplit[gi], ghalf[gi]
+
+
+# --------------------------------------------------------------------------- source fingerprints
+
+
+def _normalise(obj: Any) -> Any:
+    """JSON round trip (tuples -> lists, OmegaConf containers -> plain) so fingerprints compare equal."""
+    if hasattr(obj, "items"):
+        return {str(k): _normalise(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)) or (hasattr(obj, "__iter__") and not isinstance(obj, (str, bytes))):
+        return [_normalise(v) for v in obj]
+    return json.loads(json.dumps(obj))
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def file_fingerprint(path: str | os.PathLike, options: dict[str, Any], with_hash: bool = True) -> dict[str, Any]:
+    """What a cache was built from: resolved path, size, mtime (ns), SHA-256 and the options."""
+    p = Path(path).expanduser().resolve()
+    st = p.stat()
+    fp = {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "options": _normalise(options)}
+    if with_hash:
+        fp["sha256"] = file_sha256(p)
+    return fp
+
+
+def file_source_stale(meta: dict, path: str | os.PathLike, options: dict[str, Any]) -> str | None:
+    """Why a cache built from file ``path`` is out of date, or None if it is current.
+
+    A missing source file is not a reason to rebuild (the cache may have been copied alone to
+    another machine): the cache is used as it is.
+    """
+    built = (meta.get("report") or {}).get("source")
+    if not isinstance(built, dict):
+        return "the cache does not record its source"
+    p = Path(path).expanduser().resolve()
+    if not p.exists():
+        return None
+    if built.get("path") != str(p):
+        return f"it was built from {built.get('path')}, not {p}"
+    if built.get("options") != _normalise(options):
+        return f"options changed ({built.get('options')} -> {_normalise(options)})"
+    st = p.stat()
+    if built.get("size") != st.st_size:
+        return f"{p} changed (size {built.get('size')} -> {st.st_size} bytes)"
+    if built.get("mtime_ns") != st.st_mtime_ns and built.get("sha256") != file_sha256(p):
+        return f"{p} changed (content hash differs)"
+    return None
+
+
+def _safe_stem(path: str | os.PathLike) -> str:
+    stem = Path(str(path)).name
+    for suffix in (".gz", ".sdf", ".sd", ".mol"):
+        if stem.lower().endswith(suffix):
+            stem = stem[: -len(suffix)]
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", stem).strip("._") or "file"
+
+
+def sdf_cache_name(path: str | os.PathLike, heavy_atoms_only: bool = False) -> str:
+    """``sdf_<file stem>`` (``_noH`` appended in heavy-atom mode)."""
+    return f"sdf_{_safe_stem(path)}" + ("_noH" if heavy_atoms_only else "")
+
+
+def sdf_options(
+    skip_invalid: bool = False,
+    properties: Iterable[str] | None = None,
+    split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
+    seed: int = 0,
+    heavy_atoms_only: bool = False,
+) -> dict[str, Any]:
+    """The options that shape an SDF cache's content (recorded in its report)."""
+    return {
+        "skip_invalid": bool(skip_invalid),
+        "properties": [str(p) for p in (properties or [])],
+        "split_fractions": [float(x) for x in split_fractions],
+        "seed": int(seed),
+        "heavy_atoms_only": bool(heavy_atoms_only),
+    }
+
+
+# --------------------------------------------------------------------------- record checks
+
+
+def drop_hydrogens(mol: Molecule) -> Molecule:
+    """The molecule without its hydrogen atoms (and their bonds)."""
+    keep = np.array([e != "H" for e in mol.elements], dtype=bool)
+    new_index = np.cumsum(keep) - 1
+    bonds = mol.bonds[keep[mol.bonds[:, 0]] & keep[mol.bonds[:, 1]]] if mol.has_bonds else mol.bonds
+    bonds = np.stack([new_index[bonds[:, 0]], new_index[bonds[:, 1]], bonds[:, 2]], 1) if len(bonds) else None
+    return Molecule(
+        [e for e, k in zip(mol.elements, keep) if k], mol.pos[keep], mol.charges[keep], bonds, dict(mol.props), mol.name
+    )
+
+
+def diagnose_unreadable(text: str) -> str:
+    """Best guess at why RDKit could not parse a MOL/SDF record (V2000 atom block checks)."""
+    lines = text.splitlines()
+    if not text.strip():
+        return "unreadable: empty record"
+    if len(lines) < 4:
+        return "unreadable: fewer than 4 lines (no counts line)"
+    counts = lines[3]
+    if "V3000" in counts:
+        return "unreadable: RDKit could not parse this V3000 record"
+    try:
+        n_atoms = int(counts[0:3])
+    except ValueError:
+        return f"unreadable: bad counts line {counts.strip()!r}"
+    for k in range(n_atoms):
+        if 4 + k >= len(lines):
+            return f"unreadable: the counts line announces {n_atoms} atoms but the atom block ends at atom {k}"
+        line = lines[4 + k]
+        try:
+            xyz = [float(line[0:10]), float(line[10:20]), float(line[20:30])]
+        except ValueError:
+            return f"unreadable coordinates at atom {k + 1}: {line[0:30].strip()!r}"
+        if not all(math.isfinite(v) for v in xyz):
+            return f"NaN or infinite coordinates at atom {k + 1}"
+        symbol = line[31:34].strip()
+        if symbol not in ATOMIC_NUMBER:
+            return f"unknown element {symbol!r} at atom {k + 1}"
+    return "unreadable: RDKit could not parse the record (bond block or properties)"
+
+
+def flat_smiles(rdmol: Any) -> str:
+    """Canonical SMILES without stereo and hydrogens ("" if RDKit cannot sanitize the molecule).
+
+    Stereo is removed first so that no hydrogen survives ``RemoveHs`` for defining, e.g., the
+    geometry of an imine ``[H]N=C``: conformers and generated molecules then get the same key.
+    """
+    from rdkit import Chem
+
+    from moldiff.chem.rdkit_conv import canonical_smiles
+
+    m = Chem.Mol(rdmol)
+    Chem.RemoveStereochemistry(m)
+    return canonical_smiles(m) or ""
+
+
+def _bad(label: str, reason: str) -> RecordError:
+    return RecordError(f"{label}: {reason}", reason)
+
+
+def check_record(rdmol: Any, where: str, properties: Sequence[str] = (), heavy_atoms_only: bool = False) -> tuple:
+    """Validate and convert one parsed (unsanitized) SDF record.
+
+    Args:
+        rdmol: the RDKit molecule from ``SDMolSupplier(sanitize=False, removeHs=False)``.
+        where: ``"<file>: record <k>"`` for messages.
+        properties: SD tags to read as numbers.
+        heavy_atoms_only: drop hydrogens.
+
+    Returns:
+        ``(Molecule, canonical SMILES, props [P] float64, has_implicit_h)``.
+
+    Raises:
+        RecordError: naming ``where`` and the problem.
+    """
+    from rdkit import Chem
+
+    from moldiff.chem.rdkit_conv import from_rdkit
+
+    title = rdmol.GetProp("_Name").strip() if rdmol.HasProp("_Name") else ""
+    label = f"{where}" + (f" ({title!r})" if title else "")
+    if rdmol.GetNumAtoms() == 0:
+        raise _bad(label, "no atoms")
+    for a in rdmol.GetAtoms():
+        if a.GetAtomicNum() == 0 or a.GetSymbol() not in ATOMIC_NUMBER:
+            raise _bad(label, f"unknown element {a.GetSymbol()!r} at atom {a.GetIdx() + 1}")
+    if rdmol.GetNumConformers() == 0:
+        raise _bad(label, "no 3D coordinates (no conformer)")
+    conf = rdmol.GetConformer()
+    pos = np.asarray(conf.GetPositions(), dtype=np.float64)
+    if not np.isfinite(pos).all():
+        bad = int(np.argwhere(~np.isfinite(pos))[0, 0])
+        raise _bad(label, f"NaN or infinite coordinates at atom {bad + 1}")
+    if not conf.Is3D() and rdmol.GetNumAtoms() > 1:
+        raise _bad(label, "no 3D coordinates (2D record: all z = 0 or flagged 2D)")
+    values = np.zeros(len(properties), dtype=np.float64)
+    for k, p in enumerate(properties):
+        if not rdmol.HasProp(p):
+            raise _bad(label, f"SD tag <{p}> missing")
+        raw = rdmol.GetProp(p).strip()
+        try:
+            values[k] = float(raw)
+        except ValueError:
+            raise _bad(label, f"SD tag <{p}> = {raw!r} is not a number") from None
+        if not math.isfinite(values[k]):
+            raise _bad(label, f"SD tag <{p}> = {raw!r} is not a finite number")
+    m = Chem.Mol(rdmol)
+    try:
+        # keep the file's Kekule structure where it gives one: aromaticity is not re-perceived
+        Chem.SanitizeMol(m, Chem.SanitizeFlags.SANITIZE_ALL ^ Chem.SanitizeFlags.SANITIZE_SETAROMATICITY)
+        mol = from_rdkit(m, name=title or where, kekulize=True)
+    except Exception as exc:  # noqa: BLE001 - RDKit raises several types
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise _bad(label, f"RDKit sanitization failed: {msg}") from None
+    implicit_h = any(a.GetNumImplicitHs() > 0 for a in m.GetAtoms())
+    smiles = flat_smiles(m)
+    mol.props = {}
+    if heavy_atoms_only:
+        mol = drop_hydrogens(mol)
+        if mol.num_atoms == 0:
+            raise _bad(label, "no atoms left after dropping hydrogens")
+    return mol, smiles, values, implicit_h
+
+
+def iter_sdf(
+    path: str | os.PathLike,
+    properties: Sequence[str] = (),
+    skip_invalid: bool = False,
+    heavy_atoms_only: bool = False,
+    invalid: list[dict] | None = None,
+    progress: bool = True,
+) -> Iterator[tuple[int, Molecule, str, np.ndarray, bool]]:
+    """Stream the records of an SDF file as checked, kekulized molecules.
+
+    Args:
+        path: the SDF file.
+        properties: SD tags to read as numbers.
+        skip_invalid: skip bad records (appended to ``invalid`` as ``{"record", "error"}``) instead of raising.
+        heavy_atoms_only: drop hydrogens.
+        invalid: list receiving the skipped records.
+        progress: show a progress bar.
+
+    Yields:
+        ``(record number (1-based), Molecule, canonical SMILES, props [P], has_implicit_h)``.
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file holds no records.
+        RecordError: for a bad record, unless ``skip_invalid``.
+    """
+    from rdkit import Chem, rdBase
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"SDF file not found: {p}")
+    if p.is_dir():
+        raise IsADirectoryError(f"expected an SDF file, got a directory: {p}")
+    if p.suffix.lower() == ".gz":
+        raise ValueError(f"{p} is compressed: decompress it first (gunzip) and point data.path at the .sdf")
+    if p.stat().st_size == 0 or (p.stat().st_size < 4096 and not p.read_bytes().strip()):
+        raise ValueError(f"SDF file {p} is empty (no records)")
+    try:
+        with rdBase.BlockLogs():
+            supplier = Chem.SDMolSupplier(str(p), removeHs=False, sanitize=False)
+            total = len(supplier)
+    except OSError as exc:
+        raise OSError(f"cannot read SDF file {p}: {exc}") from None
+    if total == 0:
+        raise ValueError(f"SDF file {p} is empty (no records)")
+    for k in tqdm(range(total), desc=f"reading {p.name}", disable=not progress, mininterval=2, unit="rec"):
+        where = f"{p}: record {k + 1}"
+        try:
+            with rdBase.BlockLogs():
+                rdmol = supplier[k]
+            if rdmol is None:
+                reason = diagnose_unreadable(supplier.GetItemText(k))
+                raise RecordError(f"{where}: {reason}", reason)
+            mol, smiles, values, implicit_h = check_record(rdmol, where, properties, heavy_atoms_only)
+        except RecordError as exc:
+            if not skip_invalid:
+                raise
+            if invalid is not None:
+                invalid.append({"record": k + 1, "error": exc.reason})
+            continue
+        yield k + 1, mol, smiles, values, implicit_h
+
+
+def prepare_sdf(
+    out: str | Path,
+    path: str | os.PathLike,
+    skip_invalid: bool = False,
+    properties: Iterable[str] | None = None,
+    split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
+    seed: int = 0,
+    heavy_atoms_only: bool = False,
+    name: str | None = None,
+    recipe_version: int = RECIPE_VERSION,
+    prop_units: dict[str, str] | None = None,
+    source: dict[str, Any] | None = None,
+    extra_report: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> MolCache:
+    """Build the cache at ``out`` from the SDF file ``path`` (see the module docstring for the recipe).
+
+    Args:
+        out: cache folder.
+        path: the SDF file.
+        skip_invalid: skip bad records and list them in the report (default: raise on the first).
+        properties: numeric SD tags kept as properties.
+        split_fractions: ``[train, val, test]`` fractions of molecules (not records).
+        seed: split seed.
+        heavy_atoms_only: drop hydrogens.
+        name: the cache's name (default ``sdf_<stem>``).
+        recipe_version: version recorded in the cache (datasets built on this path pass theirs).
+        prop_units: units of the properties (default ``""``: as in the file).
+        source: what the cache was built from (default: this file's fingerprint and the options).
+        extra_report: entries added to the build report.
+        progress: show a progress bar.
+
+    Raises:
+        FileNotFoundError, ValueError, RecordError: with the file (and record) named.
+    """
+    props = [str(p) for p in (properties or [])]
+    check_fractions(split_fractions)
+    options = sdf_options(skip_invalid, props, split_fractions, seed, heavy_atoms_only)
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise FileNotFoundError(f"SDF file not found: {p}")
+    fingerprint = source if source is not None else file_fingerprint(p, options)
+    units = {k: (prop_units or {}).get(k, "") for k in props}
+    writer = FoundVocabWriter(out, name or sdf_cache_name(p, heavy_atoms_only), recipe_version, props, units)
+    invalid: list[dict] = []
+    groups: list[str] = []
+    implicit_h = 0
+    records = 0
+    for rec, mol, smiles, values, has_implicit in iter_sdf(p, props, skip_invalid, heavy_atoms_only, invalid, progress):
+        records = rec
+        implicit_h += int(has_implicit)
+        writer.add(mol, smiles, values, key=f"record{rec}")
+        groups.append(smiles or f"record{rec}")
+    if len(writer) == 0:
+        raise ValueError(f"SDF file {p}: no valid records ({len(invalid)} bad; first: {invalid[0]['error']})")
+    split, half = split_by_group(groups, split_fractions, seed)
+    report: dict[str, Any] = {
+        "source": fingerprint,
+        "input_records": max(records, len(writer) + len(invalid)),
+        "kept_records": len(writer),
+        "molecules": len(set(groups)),
+        "invalid_records": len(invalid),
+        "invalid": invalid[:MAX_LISTED_INVALID],
+        "records_with_implicit_h": implicit_h,
+        "heavy_atoms_only": bool(heavy_atoms_only),
+        "policy": (
+            "bad records " + ("are skipped and listed" if skip_invalid else "stop the build")
+            + "; records with the same canonical SMILES are conformers of one molecule and share a split"
+        ),
+    }
+    if len(invalid) > MAX_LISTED_INVALID:
+        report["invalid_listed"] = MAX_LISTED_INVALID
+    if implicit_h and not heavy_atoms_only:
+        report["warning"] = (
+            f"{implicit_h} records have atoms with implicit hydrogens (no coordinates for them in the file): "
+            "add explicit hydrogens with 3D coordinates, or use heavy_atoms_only=true"
+        )
+    report.update(extra_report or {})
+    return writer.finish(split, half, report)

@@ -1,0 +1,294 @@
+"""One entry point for the evaluation contract of DESIGN.md section 9: :func:`evaluate_molecules`.
+
+Protocols in one result (``protocol_version`` names this file's definitions; bump it whenever a
+definition changes, so numbers from different versions are never put side by side):
+
+* strict stability, validity, connectivity, uniqueness, novelty: on each molecule's *own* bonds
+  and formal charges (see ``valence.py`` and ``validity.py``). A molecule with more than one atom
+  and no bonds at all (e.g. read from XYZ) is scored on bonds inferred from its geometry instead
+  -- EDM's distance tables by default (no charges), or RDKit's ``rdDetermineBonds`` (charge 0,
+  which also assigns formal charges) -- and the result counts how many molecules used which bonds;
+* EDM protocol (``edm.py``): distance-inferred bonds, no charges, for every molecule, so rows
+  compare with EDM / GeoLDM tables;
+* distribution distances (``distribution.py``) against the reference's test split.
+
+A malformed molecule (no atoms, non-finite coordinates, unknown element) counts as unstable and
+invalid in every protocol instead of stopping the evaluation (a diverged sampler must still be
+scored); it is counted under ``counts.malformed``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Literal, Sequence
+
+import numpy as np
+from rdkit import Chem, RDLogger
+
+from moldiff.chem.molecule import Molecule
+from moldiff.chem.rdkit_conv import from_rdkit, to_rdkit
+from moldiff.data.cache import MolCache
+from moldiff.metrics.distribution import GeometryStats, distribution_distances, reference_stats
+from moldiff.metrics.edm import edm_stability, edm_validity, order_matrix_to_bonds
+from moldiff.metrics.valence import strict_stability
+from moldiff.metrics.validity import rdkit_validity, uniqueness_novelty
+
+PROTOCOL_VERSION = "moldiff-metrics-1"
+BondInference = Literal["edm", "rdkit"]
+BOND_INFERENCE = ("edm", "rdkit")
+
+_TRAIN_SMILES: dict[tuple, set[str]] = {}
+
+
+def reference_smiles(cache: MolCache, split: str = "train") -> set[str]:
+    """Canonical SMILES of ``split`` of a cache (memoised per cache folder and split)."""
+    key = (str(cache.path), cache.meta.get("recipe_version"), len(cache), split)
+    if key not in _TRAIN_SMILES:
+        smiles = cache.smiles
+        _TRAIN_SMILES[key] = {smiles[i] for i in cache.indices(split) if smiles[i]}
+    return _TRAIN_SMILES[key]
+
+
+def _malformed(mol: Molecule) -> bool:
+    try:
+        mol.check()
+    except ValueError:
+        return True
+    return False
+
+
+def infer_bonds_rdkit(mol: Molecule) -> tuple[Molecule, bool]:
+    """Bonds and formal charges from RDKit's ``DetermineBonds`` (charge 0; Hueckel retry).
+
+    Returns:
+        ``(molecule with bonds, success)``; on failure the bonds are connectivity only (single).
+    """
+    from rdkit.Chem import rdDetermineBonds
+
+    base = to_rdkit(Molecule(mol.elements, mol.pos, name=mol.name))
+    for hueckel in (False, True):
+        m = Chem.Mol(base)
+        try:
+            rdDetermineBonds.DetermineBonds(m, charge=0, useHueckel=hueckel)
+            return from_rdkit(m, name=mol.name), True
+        except Exception:
+            continue
+    m = Chem.Mol(base)
+    try:
+        rdDetermineBonds.DetermineConnectivity(m)
+    except Exception:
+        return Molecule(mol.elements, mol.pos, name=mol.name), False
+    return from_rdkit(m, name=mol.name), False
+
+
+def _frac(num: int, den: int) -> float:
+    return num / den if den else 0.0
+
+
+def evaluate_molecules(
+    mols: Sequence[Molecule],
+    reference: MolCache | None = None,
+    *,
+    bond_inference: BondInference = "edm",
+    novelty_split: str = "train",
+    distribution_split: str = "test",
+    max_reference: int = 5000,
+    seed: int = 0,
+    distribution: bool = True,
+) -> dict:
+    """Score a molecule set with every protocol of DESIGN.md section 9.
+
+    Args:
+        mols: the molecules (explicit hydrogens).
+        reference: dataset cache for novelty (its ``novelty_split`` SMILES) and distribution
+            distances (a sample of its ``distribution_split``); None skips both.
+        bond_inference: how molecules without bonds get bonds for the strict metrics: ``edm``
+            (distance tables, no charges) or ``rdkit`` (``rdDetermineBonds``, with charges).
+        novelty_split: reference split whose SMILES count as "seen".
+        distribution_split: reference split the distributions are compared with.
+        max_reference: at most this many reference molecules for the distributions (seeded sample).
+        seed: seed of that sample.
+        distribution: compute the distribution distances (needs ``reference``).
+
+    Returns:
+        A JSON-able dict: fractions in [0, 1] (``atom_stability``, ``mol_stability``,
+        ``validity``, ``connected_validity``, ``uniqueness``, ``novelty`` (None without a
+        reference), ``valid_unique``, ``edm_*``), ``counts``, ``bonds`` (which bonds the strict
+        metrics used), ``distribution`` (or None), ``protocol_version``, ``n_molecules``.
+    """
+    if bond_inference not in BOND_INFERENCE:
+        raise ValueError(f"bond_inference={bond_inference!r}; choose one of {list(BOND_INFERENCE)}")
+    t0 = time.perf_counter()
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        c = dict.fromkeys(
+            ["atoms", "stable_atoms", "stable_molecules", "valid", "connected", "edm_stable_atoms",
+             "edm_stable_molecules", "edm_valid", "malformed", "kekulized", "kekulize_failed"], 0)
+        bonds_own = bonds_inferred = inference_failed = 0
+        valid_smiles: list[str | None] = []
+        edm_smiles: list[str | None] = []
+        gen = GeometryStats()
+        for mol in mols:
+            n = mol.num_atoms
+            c["atoms"] += n
+            if n == 0 or _malformed(mol):
+                c["malformed"] += 1
+                continue
+            # EDM protocol: distance-inferred bonds, no charges
+            edm_stable, order = edm_stability(mol.elements, mol.pos)
+            n_edm = int(edm_stable.sum())
+            c["edm_stable_atoms"] += n_edm
+            c["edm_stable_molecules"] += int(n_edm == n)
+            ok, smi = edm_validity(mol.elements, order)
+            if ok:
+                c["edm_valid"] += 1
+                edm_smiles.append(smi)
+            # strict protocol: own bonds (inferred when the molecule has none)
+            work = mol
+            if not mol.has_bonds and n > 1:
+                bonds_inferred += 1
+                if bond_inference == "edm":
+                    work = Molecule(mol.elements, mol.pos, None, order_matrix_to_bonds(order), name=mol.name)
+                else:
+                    work, success = infer_bonds_rdkit(mol)
+                    inference_failed += int(not success)
+            else:
+                bonds_own += 1
+            rd = to_rdkit(Molecule(work.elements, work.pos, work.charges, work.bonds))
+            stable, used, kekulized = strict_stability(work, rd)
+            if kekulized:
+                c["kekulized"] += 1
+            elif len(used) and (used[:, 2] == 4).any():
+                c["kekulize_failed"] += 1
+            n_stable = int(stable.sum())
+            c["stable_atoms"] += n_stable
+            c["stable_molecules"] += int(n_stable == n)
+            valid, n_frags, smiles = rdkit_validity(rd)
+            if valid:
+                c["valid"] += 1
+                c["connected"] += int(n_frags == 1)
+                valid_smiles.append(smiles)
+            gen.add(work, used)
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+
+    n_mols = len(mols)
+    train = reference_smiles(reference, novelty_split) if reference is not None else None
+    un = uniqueness_novelty(valid_smiles, train)
+    edm_unique = len({s for s in edm_smiles if s}) + sum(1 for s in edm_smiles if not s)
+    out: dict = {
+        "protocol_version": PROTOCOL_VERSION,
+        "n_molecules": n_mols,
+        "atom_stability": _frac(c["stable_atoms"], c["atoms"]),
+        "mol_stability": _frac(c["stable_molecules"], n_mols),
+        "validity": _frac(c["valid"], n_mols),
+        "connected_validity": _frac(c["connected"], n_mols),
+        "uniqueness": un["uniqueness"],
+        "novelty": un["novelty"],
+        "valid_unique": _frac(un["n_unique"], n_mols),
+        "edm_atom_stability": _frac(c["edm_stable_atoms"], c["atoms"]),
+        "edm_mol_stability": _frac(c["edm_stable_molecules"], n_mols),
+        "edm_validity": _frac(c["edm_valid"], n_mols),
+        "edm_uniqueness": _frac(edm_unique, c["edm_valid"]),
+        "edm_valid_unique": _frac(edm_unique, n_mols),
+    }
+    out["counts"] = {
+        "molecules": n_mols,
+        "atoms": c["atoms"],
+        "stable_atoms": c["stable_atoms"],
+        "stable_molecules": c["stable_molecules"],
+        "valid": c["valid"],
+        "connected": c["connected"],
+        "unique": un["n_unique"],
+        "novel": un["n_novel"],
+        "edm_stable_atoms": c["edm_stable_atoms"],
+        "edm_stable_molecules": c["edm_stable_molecules"],
+        "edm_valid": c["edm_valid"],
+        "edm_unique": edm_unique,
+        "malformed": c["malformed"],
+        "kekulized": c["kekulized"],
+        "kekulize_failed": c["kekulize_failed"],
+    }
+    out["bonds"] = {
+        "strict_metrics_use": "own" if not bonds_inferred else ("inferred" if not bonds_own else "mixed"),
+        "own": bonds_own,
+        "inferred": bonds_inferred,
+        "inference": bond_inference if bonds_inferred else None,
+        "inference_failed": inference_failed if bond_inference == "rdkit" else None,
+        "edm_metrics_use": "inferred from distances (EDM tables, no charges)",
+    }
+    out["valence_table"] = "strict (DESIGN.md section 9: aromatic 1.5 after kekulization; charged valences)"
+    if reference is not None:
+        ref = reference_stats(reference, distribution_split, max_reference, seed) if distribution else None
+        out["reference"] = {
+            "name": reference.name,
+            "path": str(reference.path),
+            "novelty_split": novelty_split,
+            "novelty_smiles": len(train),
+            "distribution_split": distribution_split if distribution else None,
+            "distribution_molecules": ref.n_molecules if ref is not None else None,
+        }
+        out["distribution"] = distribution_distances(gen, ref) if ref is not None else None
+    else:
+        out["reference"] = None
+        out["distribution"] = None
+    out["eval_seconds"] = round(time.perf_counter() - t0, 3)
+    return out
+
+
+def _pct(x: float | None) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{100 * x:6.2f} %"
+
+
+def _num(x: float | None, fmt: str = "{:.4f}") -> str:
+    return "n/a" if x is None else fmt.format(x)
+
+
+def format_table(metrics: dict) -> str:
+    """A readable plain-text table of an :func:`evaluate_molecules` result (percentages)."""
+    m = metrics
+    c = m.get("counts", {})
+    b = m.get("bonds", {})
+    rows: list[tuple[str, str, str]] = []
+
+    def row(label: str, value: str, note: str = "") -> None:
+        rows.append((label, value, note))
+
+    used = b.get("strict_metrics_use", "own")
+    src = "own bonds and charges" if used == "own" else f"{used} bonds ({b.get('inferred', 0)} inferred by {b.get('inference')})"
+    head = [f"moldiff evaluation [{m.get('protocol_version')}]: {m.get('n_molecules')} molecules"
+            + (f", {m['steps']} steps" if m.get("steps") is not None else "")]
+    row(f"strict protocol ({src})", "", "")
+    row("  atom stability", _pct(m.get("atom_stability")), f"{c.get('stable_atoms')}/{c.get('atoms')}")
+    row("  molecule stability", _pct(m.get("mol_stability")), f"{c.get('stable_molecules')}/{c.get('molecules')}")
+    row("  validity (RDKit sanitize)", _pct(m.get("validity")), f"{c.get('valid')}")
+    row("  connected validity", _pct(m.get("connected_validity")), f"{c.get('connected')}")
+    row("  uniqueness (of valid)", _pct(m.get("uniqueness")), f"{c.get('unique')}")
+    ref = m.get("reference")
+    row("  novelty (of unique)", _pct(m.get("novelty")),
+        f"{c.get('novel')} vs {ref['name']} {ref['novelty_split']}" if ref else "no reference")
+    row("  valid and unique", _pct(m.get("valid_unique")), "")
+    row("EDM protocol (distance bonds, no charges)", "", "")
+    row("  atom stability", _pct(m.get("edm_atom_stability")), f"{c.get('edm_stable_atoms')}/{c.get('atoms')}")
+    row("  molecule stability", _pct(m.get("edm_mol_stability")), f"{c.get('edm_stable_molecules')}/{c.get('molecules')}")
+    row("  validity (largest fragment)", _pct(m.get("edm_validity")), f"{c.get('edm_valid')}")
+    row("  valid and unique", _pct(m.get("edm_valid_unique")), f"{c.get('edm_unique')}")
+    d = m.get("distribution")
+    if d:
+        row(f"distribution vs {ref['name']} {ref['distribution_split']} ({ref['distribution_molecules']} mols)", "", "")
+        row("  atom type TV", _num(d.get("atom_type_tv")), "")
+        row("  charge TV", _num(d.get("charge_tv")), "")
+        row("  bond type TV", _num(d.get("bond_type_tv")), "")
+        row("  atom count TV", _num(d.get("num_atoms_tv")), "")
+        for name, v in (d.get("bond_length_w1") or {}).items():
+            row(f"  {name} bond length W1", _num(v), "Angstrom")
+        row("  bond angle W1", _num(d.get("bond_angle_w1"), "{:.3f}"), "degrees")
+    if c.get("malformed"):
+        row("malformed molecules", str(c["malformed"]), "counted as unstable and invalid")
+    w0 = max(len(r[0]) for r in rows)
+    w1 = max(len(r[1]) for r in rows)
+    lines = head + ["-" * (w0 + w1 + 16)]
+    for label, value, note in rows:
+        lines.append(f"{label:<{w0}}  {value:>{w1}}  {note}".rstrip())
+    return "\n".join(lines)

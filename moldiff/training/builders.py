@@ -1,0 +1,53 @@
+"""Build the denoiser and the joint diffusion from plain (JSON-able) config dicts.
+
+These dicts are stored in every checkpoint, so a checkpoint alone rebuilds its model.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from moldiff.data.vocab import Vocab
+from moldiff.diffusion.joint import JointDiffusion
+from moldiff.diffusion.schedules import NoiseSchedule
+from moldiff.models.denoiser import Denoiser
+
+MODEL_KEYS = {"num_scalars", "num_vectors", "edge_dim", "num_layers", "num_rbf", "rbf_cutoff", "cutoff"}
+
+
+def build_diffusion(cfg: dict[str, Any], vocab: Vocab, statistics: dict[str, Any]) -> JointDiffusion:
+    """``cfg``: ``{pos: {schedule, s, power, nu}, cat: {...}, transition, loss_weights, time_weighting}``."""
+    pos = NoiseSchedule(**{"name": "cosine", **dict(cfg.get("pos", {}))})
+    cat = NoiseSchedule(**{"name": "cosine", **dict(cfg.get("cat", {}))})
+    marginals = {
+        "atom_types": statistics["atom_type_marginal"],
+        "charges": statistics["charge_marginal"],
+        "bonds": statistics["bond_marginal"],
+    }
+    return JointDiffusion(
+        pos,
+        cat,
+        vocab.num_atom_types,
+        vocab.num_charges,
+        vocab.num_bond_types,
+        marginals,
+        transition=cfg.get("transition", "marginal"),
+        loss_weights=dict(cfg.get("loss_weights", {}) or {}),
+        time_weighting=cfg.get("time_weighting", "snr_clip"),
+    )
+
+
+def build_denoiser(cfg: dict[str, Any], vocab: Vocab, diffusion: JointDiffusion, num_props: int = 0) -> Denoiser:
+    unknown = set(cfg) - MODEL_KEYS - {"name"}
+    if unknown:
+        raise ValueError(f"unknown model settings {sorted(unknown)}; allowed: {sorted(MODEL_KEYS)}")
+    kwargs = {k: v for k, v in cfg.items() if k in MODEL_KEYS}
+    return Denoiser(
+        atom_in=diffusion.atom_feat_dim,
+        edge_in=diffusion.edge_feat_dim,
+        num_atom_types=vocab.num_atom_types,
+        num_charges=vocab.num_charges,
+        num_bond_types=vocab.num_bond_types,
+        num_props=num_props,
+        **kwargs,
+    )

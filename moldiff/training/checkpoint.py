@@ -1,0 +1,122 @@
+"""Load a trained model from a checkpoint (``weights_only=True``), checking format and dataset."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+import moldiff
+from moldiff.data.vocab import Vocab
+from moldiff.diffusion.joint import JointDiffusion
+from moldiff.models.denoiser import Denoiser
+from moldiff.training.builders import build_denoiser, build_diffusion
+
+PRETRAINED_DIR = Path(__file__).resolve().parent.parent / "pretrained"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used here; the message says what differs."""
+
+
+@dataclass
+class LoadedModel:
+    """Everything the sampler needs, rebuilt from a checkpoint alone."""
+
+    net: Denoiser
+    diffusion: JointDiffusion
+    vocab: Vocab
+    statistics: dict[str, Any]
+    hparams: dict[str, Any]
+    path: str
+
+    @property
+    def properties(self) -> list[str]:
+        return list((self.hparams.get("conditioning") or {}).get("properties", []) or [])
+
+    @property
+    def dataset(self) -> str:
+        return self.hparams["dataset"]["name"]
+
+    def normalize(self, values: torch.Tensor) -> torch.Tensor:
+        """Raw property values ``[G,P]`` (dataset units) -> network inputs."""
+        mean = torch.tensor([self.statistics["prop_mean"][p] for p in self.properties])
+        std = torch.tensor([max(self.statistics["prop_std"][p], 1e-8) for p in self.properties])
+        return (values - mean.to(values)) / std.to(values)
+
+    def denoiser_fn(self, props: torch.Tensor | None = None):
+        def fn(pos, h, edge_index, e, batch, t, num_graphs, rev=None):
+            return self.net(pos, h, edge_index, e, batch, t, num_graphs, props=props, rev=rev)
+
+        return fn
+
+
+def sha256(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def default_checkpoint() -> Path:
+    """The shipped QM9 model, verified against its recorded sha256."""
+    info_file = PRETRAINED_DIR / "qm9_default.json"
+    if not info_file.exists():
+        raise CheckpointError(f"no shipped model found ({info_file} missing); pass ckpt=PATH")
+    info = json.loads(info_file.read_text())
+    path = PRETRAINED_DIR / info["file"]
+    if not path.exists():
+        raise CheckpointError(f"shipped weights {path} are missing; reinstall moldiff or pass ckpt=PATH")
+    digest = sha256(path)
+    if digest != info["sha256"]:
+        raise CheckpointError(f"shipped weights {path} fail their sha256 check (got {digest}, recorded {info['sha256']})")
+    return path
+
+
+def load_model(
+    path: str | Path | None = None,
+    device: str | torch.device = "cpu",
+    expect_dataset: str | None = None,
+) -> LoadedModel:
+    """Rebuild the EMA denoiser and diffusion from a Lightning checkpoint or a shipped weights file.
+
+    Raises:
+        CheckpointError: missing file, unreadable, another checkpoint format/version, another dataset,
+            or weights that do not fit the stored configuration.
+    """
+    path = Path(path) if path else default_checkpoint()
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    hp = ckpt.get("hyper_parameters")
+    if not isinstance(hp, dict) or "dataset" not in hp:
+        raise CheckpointError(f"{path} is not a moldiff checkpoint (no moldiff hyper-parameters)")
+    fmt = hp.get("format_version")
+    if fmt != moldiff.CHECKPOINT_FORMAT:
+        raise CheckpointError(
+            f"{path} has checkpoint format {fmt} (moldiff {hp.get('moldiff_version')}); this moldiff "
+            f"({moldiff.__version__}) reads format {moldiff.CHECKPOINT_FORMAT}"
+        )
+    name = hp["dataset"]["name"]
+    if expect_dataset is not None and name != expect_dataset:
+        raise CheckpointError(f"{path} was trained on dataset {name!r}, but {expect_dataset!r} was asked for")
+    vocab = Vocab.from_dict(hp["dataset"]["vocab"])
+    stats = hp["dataset"]["statistics"]
+    diffusion = build_diffusion(hp["diffusion"], vocab, stats)
+    props = list((hp.get("conditioning") or {}).get("properties", []) or [])
+    net = build_denoiser(hp["model"], vocab, diffusion, num_props=len(props))
+    state = {k[len("net."):]: v.float() for k, v in ckpt["state_dict"].items() if k.startswith("net.")}
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights in {path} do not fit its model configuration: {exc}") from None
+    net.eval().to(device)
+    return LoadedModel(net, diffusion, vocab, stats, hp, str(path))
