@@ -1,0 +1,206 @@
+"""``moldiff-sample``: generate molecules from a checkpoint (default: the shipped QM9 model)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import sys
+from pathlib import Path
+
+import hydra
+import numpy as np
+import torch
+from omegaconf import DictConfig, OmegaConf
+from tqdm import tqdm
+
+from moldiff.cli.common import friendly_errors
+from moldiff.data.graph import data_to_molecules
+from moldiff.sampling.prior import sample_num_atoms
+from moldiff.sampling.sampler import Fragment, sample
+from moldiff.sampling.writer import ResumableSDFWriter
+from moldiff.training.checkpoint import CheckpointError, LoadedModel, load_model
+
+log = logging.getLogger("moldiff.sample")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ValueError(f"device must be auto, cpu or cuda, got {name!r}")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("device=cuda but no CUDA device is available")
+    return torch.device(name)
+
+
+def read_targets(cfg: DictConfig, model: LoadedModel, n: int) -> torch.Tensor | None:
+    """Raw target values ``[n, P]`` from ``conditioning.<prop>=value`` or ``conditioning.targets_csv``."""
+    given = {k: v for k, v in cfg.conditioning.items() if k != "targets_csv" and v is not None}
+    props = model.properties
+    if not props:
+        if given or cfg.conditioning.targets_csv:
+            raise ValueError(f"model {model.path} is unconditional; it cannot take targets {sorted(given) or 'from CSV'}")
+        return None
+    if cfg.conditioning.targets_csv:
+        path = Path(cfg.conditioning.targets_csv)
+        if not path.exists():
+            raise FileNotFoundError(f"targets_csv {path} does not exist")
+        with open(path, newline="") as fh:
+            rows = list(csv.DictReader(fh))
+        if not rows:
+            raise ValueError(f"{path}: no rows")
+        missing = [p for p in props if p not in rows[0]]
+        if missing:
+            raise ValueError(f"{path}: missing columns {missing} (model conditions on {props})")
+        vals = []
+        for k, row in enumerate(rows, start=2):
+            try:
+                vals.append([float(row[p]) for p in props])
+            except ValueError:
+                raise ValueError(f"{path}, line {k}: non-numeric target in {row}") from None
+        t = torch.tensor(vals, dtype=torch.float32)
+        return t[torch.arange(n) % len(t)]
+    missing = [p for p in props if p not in given]
+    if missing:
+        raise ValueError(f"model conditions on {props}; give conditioning.{missing[0]}=VALUE (units: dataset's) or conditioning.targets_csv=")
+    extra = [k for k in given if k not in props]
+    if extra:
+        raise ValueError(f"model does not condition on {extra}; it conditions on {props}")
+    return torch.tensor([[float(given[p]) for p in props]] * n, dtype=torch.float32)
+
+
+def read_fragment(path: str, model: LoadedModel) -> Fragment:
+    from moldiff.chem.io import read_sdf
+
+    mols = read_sdf(path)
+    if not mols:
+        raise ValueError(f"{path}: no molecule to inpaint")
+    from moldiff.chem.rdkit_conv import from_rdkit, to_rdkit
+    from rdkit import Chem
+
+    mol = mols[0]
+    if mol.has_bonds and (mol.bonds[:, 2] == 4).any():
+        rd = to_rdkit(mol)
+        Chem.Kekulize(rd, clearAromaticFlags=True)
+        mol = from_rdkit(rd, name=mol.name)
+    v = model.vocab
+    where = f"{path}, record 1: "
+    types = torch.tensor([v.element_index(e, where) for e in mol.elements])
+    charges = torch.tensor([v.charge_index(int(q), where) for q in mol.charges])
+    return Fragment(torch.tensor(mol.pos, dtype=torch.float32), types, charges, torch.tensor(mol.bond_matrix()))
+
+
+def generate(cfg: DictConfig) -> dict:
+    if cfg.n_samples < 1 or cfg.batch_size < 1 or cfg.steps < 1:
+        raise ValueError("n_samples, batch_size and steps must be positive")
+    device = pick_device(cfg.device)
+    try:
+        model = load_model(cfg.ckpt, device=device)
+    except CheckpointError as exc:
+        raise ValueError(str(exc)) from None
+    targets = read_targets(cfg, model, cfg.n_samples)
+    fragment = read_fragment(cfg.inpaint.sdf, model) if cfg.inpaint.sdf else None
+    num_atoms_cfg = OmegaConf.to_container(cfg.num_atoms) if OmegaConf.is_config(cfg.num_atoms) else cfg.num_atoms
+    settings = {
+        "ckpt": model.path, "steps": cfg.steps, "sampler": cfg.sampler, "seed": cfg.seed, "batch_size": cfg.batch_size,
+        "num_atoms": num_atoms_cfg, "guidance_scale": cfg.guidance_scale, "inpaint": cfg.inpaint.sdf,
+        "targets": None if targets is None else targets[:1].tolist() if not cfg.conditioning.targets_csv else cfg.conditioning.targets_csv,
+        "device": device.type,
+    }
+    writer = ResumableSDFWriter(cfg.out, settings, resume=cfg.resume)
+    if writer.count:
+        log.info("resuming: %d molecules already in %s", writer.count, writer.partial)
+    n, bs = cfg.n_samples, cfg.batch_size
+    num_batches = (n + bs - 1) // bs
+    hist = model.statistics["num_atoms_hist"]
+    min_atoms = fragment.num_atoms + 1 if fragment else 1
+    all_mols = []
+    complete = False
+    bar = tqdm(total=n, initial=min(writer.count, n), desc="sampling", unit="mol", disable=not cfg.progress, file=sys.stderr)
+    try:
+        for b in range(num_batches):
+            lo, hi = b * bs, min(n, (b + 1) * bs)
+            if hi <= writer.count:
+                continue
+            gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed) * 1_000_003 + b)
+            counts = sample_num_atoms(hi - lo, hist, num_atoms_cfg, gen, min_atoms=min_atoms)
+            dev_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(int(cfg.seed) * 1_000_003 + b)
+            cond = None
+            guided = None
+            if targets is not None:
+                props = model.normalize(targets[lo:hi]).to(device)
+                guided = model.denoiser_fn(props)
+                cond = targets[lo:hi]
+            out = sample(
+                model.diffusion, model.denoiser_fn(None), counts, steps=cfg.steps, sampler=cfg.sampler,
+                guided_denoiser=guided, guidance_scale=cfg.guidance_scale, fragment=fragment,
+                generator=dev_gen, device=device,
+            )
+            mols = data_to_molecules(out.cpu(), model.vocab)
+            for k, m in enumerate(mols):
+                idx = lo + k
+                m.name = f"moldiff_{idx:06d}"
+                m.props = {"moldiff_index": idx, "moldiff_steps": cfg.steps, "moldiff_sampler": cfg.sampler,
+                           "moldiff_seed": cfg.seed, "moldiff_checkpoint": Path(model.path).name}
+                if cond is not None:
+                    for p, val in zip(model.properties, cond[k].tolist()):
+                        m.props[f"target_{p}"] = float(val)
+                    m.props["guidance_scale"] = float(cfg.guidance_scale)
+                if fragment is not None:
+                    m.props["inpaint_fixed_atoms"] = fragment.num_atoms
+            writer.append(mols)
+            bar.update(len(mols))
+        complete = True
+    except KeyboardInterrupt:
+        print(f"\ninterrupted: {writer.count} finished molecules kept in {cfg.out}; rerun the same command to resume",
+              file=sys.stderr)
+    finally:
+        bar.close()
+        path = writer.finalize(complete)
+    from moldiff.chem.io import read_sdf
+
+    all_mols = read_sdf(path)
+    result = {"out": str(path), "n_molecules": len(all_mols), "complete": complete}
+    if cfg.xyz_dir:
+        from moldiff.chem.io import write_xyz
+
+        d = Path(cfg.xyz_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        for m in all_mols:
+            write_xyz(m, d / f"{m.name}.xyz")
+    if cfg.png:
+        from moldiff.chem.io import draw_grid
+
+        draw_grid(all_mols[: cfg.max_png], cfg.png)
+    if cfg.evaluate and all_mols:
+        from moldiff.metrics.evaluate import evaluate_molecules, format_table
+
+        reference = None
+        if cfg.reference:
+            from moldiff.data.registry import cache_path
+            from moldiff.data.cache import MolCache
+
+            p = cache_path(cfg.reference, cfg.data_root)
+            if (p / "meta.json").exists():
+                reference = MolCache(p)
+            else:
+                log.warning("reference dataset cache %s not found: novelty/distribution skipped "
+                            "(run moldiff-prepare data=%s to enable)", p, cfg.reference)
+        metrics = evaluate_molecules(all_mols, reference)
+        metrics["steps"] = cfg.steps
+        print(format_table(metrics))
+        result["metrics"] = metrics
+    print(f"wrote {len(all_mols)} molecules to {path}")
+    return result
+
+
+@hydra.main(config_path="pkg://moldiff.conf", config_name="sample", version_base="1.3")
+@friendly_errors
+def main(cfg: DictConfig) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    generate(cfg)
+
+
+if __name__ == "__main__":
+    main()
