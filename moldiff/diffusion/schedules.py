@@ -27,14 +27,16 @@ class NoiseSchedule:
 
     Args:
         name: ``cosine`` or ``polynomial``.
-        s: offset (cosine) or precision (polynomial).
+        s: offset (cosine, default 0.008) or precision (polynomial, default 1e-5).
         power: polynomial exponent ``p``.
         nu: exponent on the cosine schedule.
     """
 
-    def __init__(self, name: ScheduleName = "cosine", s: float = 0.008, power: float = 2.0, nu: float = 1.0, eps: float = 1e-5):
+    def __init__(self, name: ScheduleName = "cosine", s: float | None = None, power: float = 2.0, nu: float = 1.0, eps: float = 1e-5):
         if name not in SCHEDULES:
             raise ValueError(f"unknown schedule {name!r}; choose from {list(SCHEDULES)}")
+        if s is None:
+            s = 0.008 if name == "cosine" else 1e-5
         self.name, self.s, self.power, self.nu, self.eps = name, s, power, nu, eps
 
     def alpha_bar(self, t: torch.Tensor) -> torch.Tensor:

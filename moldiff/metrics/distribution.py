@@ -62,30 +62,29 @@ class GeometryStats:
 
 
 def bond_angles(pos: np.ndarray, bonds: np.ndarray) -> np.ndarray:
-    """All bond angles (degrees) at every atom with two or more bonds.
+    """All bond angles (degrees) at every atom with two or more bonds, vectorised.
 
     Args:
         pos: ``[N, 3]``.
         bonds: ``[B, 3]`` rows ``(i, j, code)``.
     """
-    src = np.concatenate([bonds[:, 0], bonds[:, 1]])  # [2B] centre
+    src = np.concatenate([bonds[:, 0], bonds[:, 1]])  # [2B] centre of each directed bond
     dst = np.concatenate([bonds[:, 1], bonds[:, 0]])  # [2B] neighbour
     order = np.argsort(src, kind="stable")
     src, dst = src[order], dst[order]
     vec = pos[dst] - pos[src]
     vec /= np.maximum(np.linalg.norm(vec, axis=1, keepdims=True), 1e-12)
-    out = []
-    starts = np.flatnonzero(np.r_[True, src[1:] != src[:-1]])
-    ends = np.r_[starts[1:], len(src)]
-    for s, e in zip(starts, ends):
-        if e - s < 2:
-            continue
-        v = vec[s:e]
-        iu = np.triu_indices(e - s, 1)
-        out.append((v @ v.T)[iu])
-    if not out:
+    # pair every directed bond with the later ones of the same centre
+    group_end = np.searchsorted(src, src, side="right")  # [2B]
+    counts = group_end - np.arange(len(src)) - 1
+    total = int(counts.sum())
+    if total == 0:
         return np.zeros(0)
-    return np.degrees(np.arccos(np.clip(np.concatenate(out), -1.0, 1.0)))
+    first = np.repeat(np.arange(len(src)), counts)  # [P]
+    offset = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+    second = first + 1 + offset
+    cos = np.einsum("pk,pk->p", vec[first], vec[second])
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
 def total_variation(p: Counter, q: Counter) -> float | None:

@@ -16,7 +16,9 @@ the elements and the inferred bonds, with *implicit hydrogens allowed* (plain ``
 sanitized; if sanitization succeeds the molecule counts as valid, and its largest fragment's SMILES
 (RDKit's ``MolToSmiles`` of that fragment, as EDM writes it) is what EDM's uniqueness counts.
 
-The distance rule is evaluated on all pairs of a molecule at once with numpy.
+The distance rule is evaluated on all pairs of a molecule at once with numpy, in float64 on the
+coordinates as given (EDM computed in float32; the two can differ only for a distance within ~1e-5
+pm of a threshold).
 """
 
 from __future__ import annotations
@@ -120,13 +122,15 @@ def edm_validity(elements: list[str], order: np.ndarray) -> tuple[bool, str | No
     rw = Chem.RWMol()
     for e in elements:
         rw.AddAtom(Chem.Atom(e))
-    for i, j, o in order_matrix_to_bonds(order):
-        rw.AddBond(int(i), int(j), _RD_BOND[int(o)])
+    for i, j, o in order_matrix_to_bonds(order).tolist():
+        rw.AddBond(i, j, _RD_BOND[o])
     mol = rw.GetMol()
     try:
         Chem.SanitizeMol(mol)
     except Exception:
         return False, None
+    if len(Chem.GetMolFrags(mol)) <= 1:
+        return True, Chem.MolToSmiles(mol)
     frags = Chem.GetMolFrags(mol, asMols=True, sanitizeFrags=False)
     largest = max(frags, default=mol, key=lambda m: m.GetNumAtoms())
     try:

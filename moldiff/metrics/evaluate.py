@@ -21,18 +21,19 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Literal, Sequence
+from typing import TYPE_CHECKING, Literal, Sequence
 
-import numpy as np
 from rdkit import Chem, RDLogger
 
 from moldiff.chem.molecule import Molecule
 from moldiff.chem.rdkit_conv import from_rdkit, to_rdkit
-from moldiff.data.cache import MolCache
 from moldiff.metrics.distribution import GeometryStats, distribution_distances, reference_stats
 from moldiff.metrics.edm import edm_stability, edm_validity, order_matrix_to_bonds
-from moldiff.metrics.valence import strict_stability
+from moldiff.metrics.valence import graph_to_rdkit, strict_stability
 from moldiff.metrics.validity import rdkit_validity, uniqueness_novelty
+
+if TYPE_CHECKING:  # the cache reader imports torch; evaluating a file needs neither
+    from moldiff.data.cache import MolCache
 
 PROTOCOL_VERSION = "moldiff-metrics-1"
 BondInference = Literal["edm", "rdkit"]
@@ -96,6 +97,7 @@ def evaluate_molecules(
     max_reference: int = 5000,
     seed: int = 0,
     distribution: bool = True,
+    steps: int | None = None,
 ) -> dict:
     """Score a molecule set with every protocol of DESIGN.md section 9.
 
@@ -110,6 +112,7 @@ def evaluate_molecules(
         max_reference: at most this many reference molecules for the distributions (seeded sample).
         seed: seed of that sample.
         distribution: compute the distribution distances (needs ``reference``).
+        steps: sampling steps that produced the molecules, recorded in the result (not used).
 
     Returns:
         A JSON-able dict: fractions in [0, 1] (``atom_stability``, ``mol_stability``,
@@ -155,7 +158,7 @@ def evaluate_molecules(
                     inference_failed += int(not success)
             else:
                 bonds_own += 1
-            rd = to_rdkit(Molecule(work.elements, work.pos, work.charges, work.bonds))
+            rd = graph_to_rdkit(work.elements, work.charges, work.bonds)
             stable, used, kekulized = strict_stability(work, rd)
             if kekulized:
                 c["kekulized"] += 1
@@ -180,6 +183,7 @@ def evaluate_molecules(
     out: dict = {
         "protocol_version": PROTOCOL_VERSION,
         "n_molecules": n_mols,
+        "steps": steps,
         "atom_stability": _frac(c["stable_atoms"], c["atoms"]),
         "mol_stability": _frac(c["stable_molecules"], n_mols),
         "validity": _frac(c["valid"], n_mols),

@@ -38,6 +38,9 @@ ALLOWED_VALENCES: dict[tuple[str, int], tuple[int, ...]] = {
     ("Se", 0): (2, 4, 6),
     ("Hg", 0): (2,),
     ("Bi", 0): (3,),
+    # monatomic ions (salts, counter-ions): no bonds
+    ("Li", 1): (0,), ("Na", 1): (0,), ("K", 1): (0,), ("Mg", 2): (0,), ("Ca", 2): (0,),
+    ("F", -1): (0,), ("Cl", -1): (0,), ("Br", -1): (0,), ("I", -1): (0,),
 }
 
 _ORDER = np.zeros(5)
@@ -58,6 +61,33 @@ def valence_sums(num_atoms: int, bonds: np.ndarray) -> np.ndarray:
         np.add.at(sums, bonds[:, 0], w)
         np.add.at(sums, bonds[:, 1], w)
     return sums
+
+
+_RD_BOND = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE, AROMATIC: Chem.BondType.AROMATIC}
+
+
+def graph_to_rdkit(elements: list[str], charges: np.ndarray, bonds: np.ndarray) -> Chem.Mol:
+    """Unsanitized RDKit graph (no conformer) with the same conventions as ``chem.rdkit_conv.to_rdkit``.
+
+    Explicit atoms only (``NoImplicit``), formal charges, aromatic bonds flagged; about twice as fast
+    as ``to_rdkit`` because no coordinates are needed for sanitization, kekulization or SMILES.
+    """
+    rw = Chem.RWMol()
+    for el, q in zip(elements, np.asarray(charges).tolist()):
+        atom = Chem.Atom(el)
+        if q:
+            atom.SetFormalCharge(q)
+        atom.SetNoImplicit(True)
+        rw.AddAtom(atom)
+    for i, j, code in np.asarray(bonds).tolist():
+        rw.AddBond(i, j, _RD_BOND[code])
+        if code == AROMATIC:
+            rw.GetBondBetweenAtoms(i, j).SetIsAromatic(True)
+            rw.GetAtomWithIdx(i).SetIsAromatic(True)
+            rw.GetAtomWithIdx(j).SetIsAromatic(True)
+    mol = rw.GetMol()
+    mol.UpdatePropertyCache(strict=False)
+    return mol
 
 
 def kekulized_bonds(rdmol: Chem.Mol) -> np.ndarray | None:
@@ -92,7 +122,7 @@ def strict_stability(mol: Molecule, rdmol: Chem.Mol | None = None) -> tuple[np.n
 
     Args:
         mol: the molecule.
-        rdmol: ``to_rdkit(mol)`` if already built (only needed when there are aromatic bonds).
+        rdmol: ``graph_to_rdkit`` of ``mol`` if already built (only needed for aromatic bonds).
 
     Returns:
         ``(stable [N] bool, bonds used [B,3] (Kekule form when kekulized), kekulized)``.
@@ -101,9 +131,7 @@ def strict_stability(mol: Molecule, rdmol: Chem.Mol | None = None) -> tuple[np.n
     kekulized = False
     if len(bonds) and (bonds[:, 2] == AROMATIC).any():
         if rdmol is None:
-            from moldiff.chem.rdkit_conv import to_rdkit
-
-            rdmol = to_rdkit(mol)
+            rdmol = graph_to_rdkit(mol.elements, mol.charges, bonds)
         kek = kekulized_bonds(rdmol)
         if kek is not None:
             bonds, kekulized = kek, True

@@ -9,7 +9,6 @@ import torch
 from e3nn import o3
 from e3nn.nn import Gate
 from torch import nn
-from torch_geometric.utils import scatter
 
 
 class GaussianRBFBlock(nn.Module):
@@ -51,6 +50,17 @@ class VectorNormBlock(nn.Module):
         return v / rms
 
 
+def _mean_agg(srcs: tuple[torch.Tensor, ...], index: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
+    """``scatter(src, index, 0, dim_size=n, reduce="mean")`` for each ``src``, counting once (same values)."""
+    count = srcs[0].new_zeros(n).scatter_add_(0, index, srcs[0].new_ones(index.shape[0])).clamp(min=1)
+    out = []
+    for src in srcs:
+        shape = (-1,) + (1,) * (src.dim() - 1)
+        total = src.new_zeros((n,) + src.shape[1:]).scatter_add_(0, index.view(shape).expand_as(src), src)
+        out.append(total / count.view(shape))
+    return tuple(out)
+
+
 class EquivariantMessageBlock(nn.Module):
     """One round of message passing over the given edges, then an e3nn gated node update.
 
@@ -88,25 +98,26 @@ class EquivariantMessageBlock(nn.Module):
         unit: torch.Tensor,  # [E,3] (x_i - x_j)/|x_i - x_j|
         rbf: torch.Tensor,  # [E,R]
         rev: torch.Tensor,  # [E]
-        msg_mask: torch.Tensor | None = None,  # [E] bool, edges that carry messages (radius graph)
+        msg_mask: torch.Tensor | None = None,  # [E] bool (or [E_msg] long indices): edges that carry messages
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         N = s.shape[0]
         i, j = edge_index
-        a = self.lin_src(s)[i] + self.lin_dst(s)[j] + self.lin_rbf(rbf) + self.lin_edge(e)
+        # index_select rather than advanced indexing: the same rows, several times faster on CPU
+        a = self.lin_src(s).index_select(0, i) + self.lin_dst(s).index_select(0, j) + self.lin_rbf(rbf) + self.lin_edge(e)
         m = self.msg(a)  # [E, F+2C+Fe]
         m_s, g1, g2, m_e = torch.split(m, [self.F, self.C, self.C, self.Fe], dim=-1)
-        vj = v.view(N, self.C, 3)[j]  # [E,C,3]
+        vj = v.view(N, self.C, 3).index_select(0, j)  # [E,C,3]
         m_v = g1.unsqueeze(-1) * unit.unsqueeze(1) + g2.unsqueeze(-1) * vj  # [E,C,3]
         if msg_mask is not None:
-            ii = i[msg_mask]
-            agg_s = scatter(m_s[msg_mask], ii, 0, dim_size=N, reduce="mean")
-            agg_v = scatter(m_v[msg_mask], ii, 0, dim_size=N, reduce="mean")
+            # a bool mask, or (from Denoiser, computed once per forward) the indices of its True entries
+            sel = msg_mask.nonzero().squeeze(-1) if msg_mask.dtype == torch.bool else msg_mask
+            ii = i.index_select(0, sel)
+            agg_s, agg_v = _mean_agg((m_s.index_select(0, sel), m_v.index_select(0, sel)), ii, N)
         else:
-            agg_s = scatter(m_s, i, 0, dim_size=N, reduce="mean")
-            agg_v = scatter(m_v, i, 0, dim_size=N, reduce="mean")
+            agg_s, agg_v = _mean_agg((m_s, m_v), i, N)
         s = self.node_norm(s + agg_s)
         v = v + agg_v.reshape(N, self.C * 3)
-        e = self.edge_norm(e + m_e + m_e[rev])  # symmetric update keeps e_ij = e_ji
+        e = self.edge_norm(e + m_e + m_e.index_select(0, rev))  # symmetric update keeps e_ij = e_ji
         vnorm = v.view(N, self.C, 3).norm(dim=-1)  # [N,C]
         upd = self.gate(self.node_lin(torch.cat([s, vnorm, v], dim=-1)))
         s = s + upd[:, : self.F]

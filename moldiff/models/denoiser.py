@@ -103,12 +103,13 @@ class Denoiser(nn.Module):
         if rev is None:
             rev = reverse_edge_index(edge_index, N)
         i, j = edge_index
-        diff = pos[i] - pos[j]  # [E,3]
+        diff = pos.index_select(0, i) - pos.index_select(0, j)  # [E,3]
         dist = diff.norm(dim=-1)
         unit = diff / (dist.unsqueeze(-1) + 1e-6)
         rbf = self.rbf(dist)
-        msg_mask = dist < self.cutoff if self.cutoff else None
-        cond = self.conditioning(t, props, drop)[batch]  # [N,F]
+        # radius graph: the indices of the message-carrying edges, found once for all layers
+        msg_mask = (dist < self.cutoff).nonzero().squeeze(-1) if self.cutoff else None
+        cond = self.conditioning(t, props, drop).index_select(0, batch)  # [N,F]
         s = self.atom_embed(atom_feat) + cond
         v = pos.new_zeros(N, self.C * 3)
         e = self.edge_embed(edge_feat)
@@ -116,8 +117,8 @@ class Denoiser(nn.Module):
             s = s + proj(cond)
             s, v, e = layer(s, v, e, edge_index, unit, rbf, rev, msg_mask)
         pos0 = zero_com(pos + self.pos_out(v), batch, G)
-        d0 = (pos0[i] - pos0[j]).norm(dim=-1)
-        pair = s[i] * s[j]
+        d0 = (pos0.index_select(0, i) - pos0.index_select(0, j)).norm(dim=-1)
+        pair = s.index_select(0, i) * s.index_select(0, j)
         bond_logits = self.bond_out(torch.cat([e, pair, self.bond_rbf(d0)], dim=-1))
-        bond_logits = 0.5 * (bond_logits + bond_logits[rev])
+        bond_logits = 0.5 * (bond_logits + bond_logits.index_select(0, rev))
         return pos0, self.atom_out(s), self.charge_out(s), bond_logits

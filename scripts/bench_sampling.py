@@ -1,0 +1,396 @@
+#!/usr/bin/env python
+"""Sampling throughput: molecules/s and ms per denoising step, and the ratio to an EDM-configured baseline.
+
+Part 1 (sweep): our denoiser through ``moldiff.sampling.sampler.sample`` for every combination of step
+count, batch size and (fixed) atoms per molecule; one batch per row. Rows whose estimated time exceeds
+``--row-budget`` seconds are not run but extrapolated from the measured per-step cost (marked ``~``;
+the per-step cost does not depend on the step count).
+
+Part 2 (side by side): the same number of QM9-like molecules (atom counts drawn from the dataset
+histogram) sampled by our default configuration (``--ours-preset``, ``--steps``, default 100) and by
+``moldiff.models.egnn.EGNNBaseline`` (EDM's EGNN: 9 layers x 256 features) at 1000 steps, through the
+same sampling loop. ``speedup = baseline_time / ours_time``. With ``--quick`` the baseline runs a few
+steps and its time is extrapolated to 1000 (setup + first step + 999 x steady per-step cost, from
+per-step timestamps); the JSON says ``baseline_extrapolated: true``.
+
+Weights are random (speed does not depend on them) unless ``--ckpt`` is given. Statistics (atom-count
+histogram, marginals) come from the QM9 cache when present, else a built-in QM9-like set.
+
+Peak memory: CPU = the process's maximum resident set size (``ru_maxrss``, a high-water mark, so rows
+run in increasing size order); GPU = ``torch.cuda.max_memory_allocated`` per row.
+
+Usage::
+
+    python scripts/bench_sampling.py --quick                 # < 2 min on a laptop CPU
+    python scripts/bench_sampling.py --device cuda           # full sweep on a GPU (preset large)
+    python scripts/bench_sampling.py --ckpt runs/x/last.ckpt --steps 50
+
+The last line printed is a JSON object (``speedup_vs_edm_config``, ``mols_per_s``, ``steps``, ...).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # run from a fresh clone without installing
+    sys.path.insert(0, str(REPO))
+
+from moldiff.data.vocab import QM9_VOCAB, Vocab  # noqa: E402
+from moldiff.models.egnn import EGNNBaseline  # noqa: E402
+from moldiff.sampling.sampler import sample  # noqa: E402
+from moldiff.training.builders import build_denoiser, build_diffusion  # noqa: E402
+
+# QM9 (explicit H) training-split statistics, used when no dataset cache is present.
+QM9_LIKE_STATS = {
+    "num_atoms_hist": [0, 0, 0, 1, 3, 4, 10, 15, 46, 123, 381, 789, 1664, 3006, 5201, 7755, 10536, 12991,
+                       13370, 13886, 9566, 10059, 3325, 4922, 543, 1477, 42, 260, 0, 23],
+    "atom_type_marginal": [0.5124, 0.3528, 0.0559, 0.0777, 0.0013],
+    "charge_marginal": [0.0002, 0.9996, 0.0002],
+    "bond_marginal": [0.8819, 0.1097, 0.0067, 0.0018],
+    "prop_mean": {},
+    "prop_std": {},
+    "mean_num_atoms": 18.04,
+}
+
+DEFAULT_DIFFUSION = {"pos": {"name": "cosine", "s": 0.008}, "cat": {"name": "cosine", "s": 0.008, "nu": 1.0},
+                     "transition": "marginal", "time_weighting": "snr_clip"}
+
+
+# ------------------------------------------------------------------------------------------ helpers
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda asked for, but torch.cuda.is_available() is False")
+    return dev
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def reset_peak(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_mem_mb(device: torch.device) -> float:
+    """GPU: peak allocated since the last reset. CPU: the process's max RSS so far (a high-water mark)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 2**10  # bytes on macOS, KiB on Linux
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"{platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+
+
+def load_statistics(dataset: str = "qm9", root: str | None = None) -> tuple[Vocab, dict, str]:
+    """Vocabulary and statistics from the dataset cache, or the built-in QM9-like set."""
+    try:
+        from moldiff.data.cache import load_cache
+
+        cache = load_cache(dataset, root)
+        return cache.vocab, cache.statistics, f"{dataset} cache"
+    except Exception:  # no cache (fresh clone): synthetic QM9-like statistics
+        return QM9_VOCAB, dict(QM9_LIKE_STATS), "synthetic QM9-like"
+
+
+def model_preset(name: str) -> dict:
+    """``conf/model/<name>.yaml`` as a dict (without its ``name`` key)."""
+    import yaml
+
+    path = REPO / "conf" / "model" / f"{name}.yaml"
+    if not path.exists():
+        avail = sorted(p.stem for p in (REPO / "conf" / "model").glob("*.yaml"))
+        raise SystemExit(f"unknown model preset {name!r}; available: {avail}")
+    cfg = yaml.safe_load(path.read_text())
+    cfg.pop("name", None)
+    return cfg
+
+
+def build_ours(preset: str, vocab: Vocab, stats: dict, device: torch.device, ckpt: str | None = None, cutoff=None):
+    """``(diffusion, net, label)``: a random-weight preset, or the model stored in ``ckpt``."""
+    if ckpt:
+        from moldiff.training.checkpoint import load_model
+
+        m = load_model(ckpt, device)
+        return m.diffusion, m.net.eval(), f"ckpt:{Path(ckpt).name}"
+    cfg = model_preset(preset)
+    if cutoff is not None:
+        cfg["cutoff"] = cutoff
+    diffusion = build_diffusion(DEFAULT_DIFFUSION, vocab, stats)
+    net = build_denoiser(cfg, vocab, diffusion).to(device).eval()
+    return diffusion, net, preset
+
+
+def num_params(net: torch.nn.Module) -> int:
+    return sum(p.numel() for p in net.parameters())
+
+
+def draw_num_atoms(stats: dict, n: int, seed: int = 0) -> torch.Tensor:
+    hist = torch.tensor(stats["num_atoms_hist"], dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    return torch.multinomial(hist, n, replacement=True, generator=g)
+
+
+class NullDenoiser(torch.nn.Module):
+    """Returns the input coordinates and uniform logits: times the sampling loop without a network."""
+
+    def __init__(self, diffusion) -> None:
+        super().__init__()
+        self.k = (diffusion.atom.num_classes, diffusion.charge.num_classes, diffusion.bond.num_classes)
+
+    def forward(self, pos, h, edge_index, e, batch, t, num_graphs=None, rev=None, **_):
+        ka, kc, kb = self.k
+        return pos, pos.new_zeros(pos.shape[0], ka), pos.new_zeros(pos.shape[0], kc), pos.new_zeros(edge_index.shape[1], kb)
+
+
+def time_sampling(diffusion, net, num_atoms: torch.Tensor, steps: int, batch_size: int, device: torch.device,
+                  seed: int = 0, stamps: bool = False, sampler: str = "ancestral") -> dict:
+    """Sample ``len(num_atoms)`` molecules in batches; wall time (synchronised), peak memory.
+
+    With ``stamps`` the per-step times of the *first* batch are recorded through the sampler's callback
+    (synchronising every step) and returned as ``setup_first_s``, ``per_step_s`` (steady state), ``tail_s``.
+    """
+    reset_peak(device)
+    gen = torch.Generator(device=device).manual_seed(seed)
+    out = {"steps": steps, "n_molecules": int(len(num_atoms)), "batch_size": batch_size}
+    ticks: list[float] = []
+
+    def cb(k, total):
+        sync(device)
+        ticks.append(time.perf_counter())
+
+    sync(device)
+    t0 = time.perf_counter()
+    first_end = None
+    for lo in range(0, len(num_atoms), batch_size):
+        chunk = num_atoms[lo : lo + batch_size]
+        use_cb = stamps and lo == 0
+        sample(diffusion, net, chunk, steps=steps, sampler=sampler, generator=gen, device=device,
+               callback=cb if use_cb else None)
+        if use_cb:
+            sync(device)
+            first_end = time.perf_counter()
+    sync(device)
+    t1 = time.perf_counter()
+    out["time_s"] = t1 - t0
+    out["peak_mem_mb"] = round(peak_mem_mb(device), 1)
+    if stamps and ticks:
+        out["setup_first_s"] = ticks[0] - t0
+        out["per_step_s"] = (ticks[-1] - ticks[0]) / (len(ticks) - 1) if len(ticks) > 1 else ticks[0] - t0
+        out["tail_s"] = first_end - ticks[-1]
+    return out
+
+
+def extrapolate(stamped: dict, steps: int, n_batches_measured: int = 1, n_batches: int = 1) -> float:
+    """Time for ``steps`` steps from a stamped run: (setup + first step) + (steps-1) x per-step + tail, per batch."""
+    one = stamped["setup_first_s"] + (steps - 1) * stamped["per_step_s"] + stamped["tail_s"]
+    return one * n_batches / n_batches_measured
+
+
+def fmt_table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
+    """``cols``: (key, header, format)."""
+    head = [h for _, h, _ in cols]
+    body = []
+    for r in rows:
+        line = []
+        for k, _, f in cols:
+            v = r.get(k)
+            line.append("-" if v is None else (format(v, f) if f else str(v)))
+        body.append(line)
+    w = [max(len(head[c]), *(len(b[c]) for b in body)) if body else len(head[c]) for c in range(len(cols))]
+    out = ["  ".join(h.rjust(w[c]) for c, h in enumerate(head)), "  ".join("-" * x for x in w)]
+    out += ["  ".join(b[c].rjust(w[c]) for c in range(len(cols))) for b in body]
+    return "\n".join(out)
+
+
+def ints(s: str) -> list[int]:
+    return [int(x) for x in s.split(",") if x.strip()]
+
+
+# ------------------------------------------------------------------------------------------ parts
+def run_sweep(diffusion, net, device, steps_list, batch_sizes, atoms_list, budget, seed, log) -> list[dict]:
+    rows = []
+    configs = sorted(((a, b) for a in atoms_list for b in batch_sizes), key=lambda ab: ab[0] * ab[0] * ab[1])
+    for atoms, bs in configs:
+        num_atoms = torch.full((bs,), atoms, dtype=torch.long)
+        try:
+            time_sampling(diffusion, net, num_atoms, 2, bs, device, seed)  # warm-up
+            cal = time_sampling(diffusion, net, num_atoms, 4, bs, device, seed, stamps=True)
+        except torch.cuda.OutOfMemoryError:
+            torch.cuda.empty_cache()
+            rows.append({"atoms": atoms, "batch_size": bs, "steps": None, "oom": True})
+            log(f"  atoms={atoms} batch={bs}: out of memory")
+            continue
+        for steps in steps_list:
+            est = extrapolate(cal, steps)
+            if est <= budget:
+                r = time_sampling(diffusion, net, num_atoms, steps, bs, device, seed)
+                t, extrap, mem = r["time_s"], False, r["peak_mem_mb"]
+            else:
+                t, extrap, mem = est, True, cal["peak_mem_mb"]
+            rows.append({
+                "atoms": atoms, "batch_size": bs, "steps": steps, "time_s": round(t, 4),
+                "mols_per_s": round(bs / t, 3), "ms_per_step": round(1000 * t / steps, 3),
+                "peak_mem_mb": mem, "extrapolated": extrap,
+            })
+            log(f"  atoms={atoms:4d} batch={bs:5d} steps={steps:5d}: {bs / t:9.3f} mol/s  "
+                f"{1000 * t / steps:9.3f} ms/step{'  (extrapolated)' if extrap else ''}")
+    return rows
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")
+    p.add_argument("--quick", action="store_true", help="small sweep, baseline extrapolated from a few steps (< 2 min on CPU)")
+    p.add_argument("--smoke", action="store_true", help="with --quick: 2 molecules, 2 steps, everything tiny (for tests)")
+    p.add_argument("--ckpt", default=None, help="time a trained checkpoint instead of a random-weight preset")
+    p.add_argument("--ours-preset", default=None, help="model preset for our side (default: small on CPU, large on GPU)")
+    p.add_argument("--steps", type=int, default=100, help="our sampler's steps in the side-by-side (package default 100)")
+    p.add_argument("--sampler", default="ancestral", choices=["ancestral", "ddim"])
+    p.add_argument("--sweep-steps", type=ints, default=None, help="comma list (default 25,50,100,500,1000)")
+    p.add_argument("--batch-sizes", type=ints, default=None, help="comma list")
+    p.add_argument("--num-atoms", type=ints, default=None, help="comma list of fixed atoms per molecule")
+    p.add_argument("--row-budget", type=float, default=None, help="seconds; longer sweep rows are extrapolated")
+    p.add_argument("--no-sweep", action="store_true")
+    p.add_argument("--n-molecules", type=int, default=None, help="molecules in the side-by-side")
+    p.add_argument("--batch-size", type=int, default=None, help="batch size in the side-by-side")
+    p.add_argument("--baseline-steps", type=int, default=None, help="steps actually run by the baseline (< target: extrapolated)")
+    p.add_argument("--baseline-target-steps", type=int, default=1000, help="EDM's step count (1000)")
+    p.add_argument("--no-baseline", action="store_true")
+    p.add_argument("--dataset", default="qm9", help="cache whose statistics to use if present")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
+    p.add_argument("--note", default="", help="free text copied into the JSON (e.g. 'cores shared with a training job')")
+    p.add_argument("--json-out", default=None, help="also write the JSON object to this file")
+    a = p.parse_args(argv)
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = resolve_device(a.device)
+    gpu = device.type == "cuda"
+    log = lambda *x: print(*x, flush=True)  # noqa: E731
+    preset = a.ours_preset or ("large" if gpu else "small")
+    if a.smoke:
+        a.quick = True
+    if a.smoke:
+        sweep_steps, batch_sizes, atoms_list, budget = [2], [2], [8], 5.0
+        n_mol, bs_cmp, steps, base_steps, target = 2, 2, 2, 2, 2
+    elif a.quick:
+        sweep_steps, batch_sizes, atoms_list = [25, 50, 100, 500, 1000], [16], [18, 40]
+        budget = 3.0 if not gpu else 10.0
+        n_mol, bs_cmp, steps = (32 if not gpu else 256), (32 if not gpu else 256), a.steps
+        base_steps, target = 5, a.baseline_target_steps
+    else:
+        sweep_steps = [25, 50, 100, 500, 1000]
+        batch_sizes = [1, 16, 64] if not gpu else [1, 64, 256, 1024]
+        atoms_list = [18, 40, 80] if not gpu else [18, 40, 80, 100]
+        budget = 60.0 if not gpu else 120.0
+        n_mol, bs_cmp, steps = (64 if not gpu else 1024), (64 if not gpu else 256), a.steps
+        base_steps, target = a.baseline_target_steps, a.baseline_target_steps
+    sweep_steps = a.sweep_steps or sweep_steps
+    batch_sizes = a.batch_sizes or batch_sizes
+    atoms_list = a.num_atoms or atoms_list
+    budget = a.row_budget if a.row_budget is not None else budget
+    n_mol = a.n_molecules or n_mol
+    bs_cmp = a.batch_size or bs_cmp
+    base_steps = min(a.baseline_steps or base_steps, target)
+
+    torch.manual_seed(a.seed)
+    vocab, stats, stats_src = load_statistics(a.dataset)
+    diffusion, net, label = build_ours(preset, vocab, stats, device, a.ckpt)
+    log(f"# bench_sampling  device={device} ({device_name(device)})  torch={torch.__version__}  "
+        f"ours={label} ({num_params(net):,} params)  statistics: {stats_src}")
+    t_start = time.perf_counter()
+
+    sweep = []
+    if not a.no_sweep:
+        log(f"## sweep: ours ({label}), {a.sampler}, fixed atoms per molecule, one batch per row "
+            f"(rows over {budget:g}s extrapolated from per-step cost)")
+        sweep = run_sweep(diffusion, net, device, sweep_steps, batch_sizes, atoms_list, budget, a.seed, log)
+        log(fmt_table(
+            [{**r, "x": "~" if r.get("extrapolated") else ""} for r in sweep],
+            [("atoms", "atoms", ""), ("batch_size", "batch", ""), ("steps", "steps", ""), ("mols_per_s", "mol/s", ".3f"),
+             ("ms_per_step", "ms/step", ".2f"), ("time_s", "time s", ".2f"), ("peak_mem_mb", "peak MB", ".0f"), ("x", "", "")],
+        ))
+
+    # ---- side by side
+    num_atoms = draw_num_atoms(stats, n_mol, a.seed)
+    n_batches = math.ceil(n_mol / bs_cmp)
+    log(f"## side by side: {n_mol} molecules (atoms drawn from the {stats_src} histogram, mean "
+        f"{num_atoms.float().mean():.1f}), batch {bs_cmp}")
+    time_sampling(diffusion, net, num_atoms[:bs_cmp], min(2, steps), bs_cmp, device, a.seed)  # warm-up
+    ours = time_sampling(diffusion, net, num_atoms, steps, bs_cmp, device, a.seed, sampler=a.sampler)
+    log(f"  ours ({label}, {steps} steps): {ours['time_s']:.3f} s, {n_mol / ours['time_s']:.3f} mol/s, "
+        f"{1000 * ours['time_s'] / (steps * n_batches):.2f} ms/step/batch")
+
+    null = time_sampling(diffusion, NullDenoiser(diffusion), num_atoms[:bs_cmp], min(steps, 20), bs_cmp, device, a.seed)
+    loop_ms = 1000 * null["time_s"] / min(steps, 20)
+
+    result = {
+        "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
+        "threads": torch.get_num_threads(), "preset": label, "ours_params": num_params(net), "sampler": a.sampler,
+        "statistics": stats_src, "n_molecules": n_mol, "batch_size": bs_cmp,
+        "mean_atoms": round(float(num_atoms.float().mean()), 2), "steps": steps,
+        "ours_time_s": round(ours["time_s"], 4), "mols_per_s": round(n_mol / ours["time_s"], 4),
+        "ms_per_step": round(1000 * ours["time_s"] / (steps * n_batches), 3),
+        "ours_peak_mem_mb": ours["peak_mem_mb"], "loop_overhead_ms_per_step": round(loop_ms, 3),
+    }
+    if not a.no_baseline:
+        base = EGNNBaseline.for_diffusion(diffusion).to(device).eval()
+        time_sampling(diffusion, base, num_atoms[:bs_cmp], min(2, base_steps), bs_cmp, device, a.seed)  # warm-up
+        extrap = base_steps < target
+        if extrap:
+            # one stamped batch; per-step cost is constant, so time(target) = setup + target x step + tail
+            r = time_sampling(diffusion, base, num_atoms[:bs_cmp], base_steps, bs_cmp, device, a.seed, stamps=True)
+            btime = extrapolate(r, target, 1, 1) * n_mol / min(bs_cmp, n_mol)
+        else:
+            r = time_sampling(diffusion, base, num_atoms, target, bs_cmp, device, a.seed)
+            btime = r["time_s"]
+        result.update({
+            "baseline": "EGNNBaseline (EDM config: 9 layers x 256, attention, tanh coords)",
+            "baseline_params": num_params(base), "baseline_steps": target, "baseline_steps_run": base_steps,
+            "baseline_extrapolated": extrap, "baseline_time_s": round(btime, 4),
+            "baseline_mols_per_s": round(n_mol / btime, 5),
+            "baseline_ms_per_step": round(1000 * btime / (target * n_batches), 3),
+            "baseline_peak_mem_mb": r["peak_mem_mb"],
+            "speedup_vs_edm_config": round(btime / ours["time_s"], 2),
+            "per_step_speedup": round((btime / target) / (ours["time_s"] / steps), 2),
+        })
+        log(f"  baseline (EDM config, {target} steps{', extrapolated from ' + str(base_steps) if extrap else ''}): "
+            f"{btime:.2f} s, {n_mol / btime:.4f} mol/s, {result['baseline_ms_per_step']:.2f} ms/step/batch")
+        log(f"  speedup = baseline_time / ours_time = {result['speedup_vs_edm_config']:.2f}x "
+            f"(per step: {result['per_step_speedup']:.2f}x; steps: {target}/{steps})")
+    else:
+        result["speedup_vs_edm_config"] = None
+    result["sweep"] = sweep
+    result["smoke"] = bool(a.smoke)
+    result["quick"] = bool(a.quick)
+    result["note"] = a.note
+    result["wall_s"] = round(time.perf_counter() - t_start, 2)
+    line = json.dumps(result)
+    if a.json_out:
+        Path(a.json_out).write_text(line + "\n")
+    print(line, flush=True)
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""``scripts/bench_sampling.py --quick --smoke`` runs end to end and ends with the documented JSON line.
+
+No timing assertions: only that the script runs, and the keys and their types."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_sampling.py"
+
+
+def test_bench_sampling_smoke(tmp_path):
+    # one thread: the smoke run must not be slowed down by thread contention with other jobs
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--smoke", "--device", "cpu", "--threads", "1",
+         "--json-out", str(tmp_path / "bench.json")],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    last = proc.stdout.strip().splitlines()[-1]
+    res = json.loads(last)
+    assert json.loads((tmp_path / "bench.json").read_text()) == res
+    for key in ("speedup_vs_edm_config", "mols_per_s", "steps", "device", "n_molecules", "batch_size", "preset",
+                "baseline_extrapolated", "baseline_steps", "ms_per_step", "sweep"):
+        assert key in res, key
+    assert res["device"] == "cpu" and res["smoke"] is True
+    assert res["steps"] == 2 and res["n_molecules"] == 2 and res["batch_size"] == 2
+    assert res["baseline_steps"] == 2 and res["baseline_extrapolated"] is False
+    assert res["speedup_vs_edm_config"] > 0 and res["mols_per_s"] > 0
+    assert res["sweep"] and all("ms_per_step" in r for r in res["sweep"])
