@@ -178,7 +178,7 @@ def prepare_qm9(out: str | Path, limit: int | None = None, workers: int = 2, pro
     total = min(limit or NUM_MOLECULES, NUM_MOLECULES)
     split_all, half_all = split_assignment(total)
     units = {k: u for k, (_, _, u) in PROPERTIES.items()}
-    writer = CacheWriter(out, "qm9" if limit is None else f"qm9_{limit}", RECIPE_VERSION, QM9_VOCAB, list(PROPERTIES), units)
+    writer = CacheWriter(out, "qm9" if limit is None else f"qm9_first{limit}", RECIPE_VERSION, QM9_VOCAB, list(PROPERTIES), units)
     keep = []
     report = {"input_molecules": 0, "perceived_plain": 0, "perceived_hueckel": 0, "failed": 0,
               "smiles_disagree": 0, "dropped": 0, "failed_keys": []}

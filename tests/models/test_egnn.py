@@ -68,9 +68,12 @@ def test_e3_equivariance_with_e3nn():
     def f(pos):
         return net(pos, h, b.edge_index, e, b.batch, t, b.num_graphs)
 
+    # coordinates out as "cartesian_points": transformed with the exact rotation matrix (e3nn's 1x1o Wigner D
+    # from angles is only ~1e-7 accurate in float64). pos0 is zero-CoM, i.e. translation-invariant, so
+    # translations are checked in the next test instead.
     errs = equivariance_error(
-        f, [b.pos], irreps_in=["cartesian_points"], irreps_out=["1x1o", "5x0e", "3x0e", "4x0e"],
-        ntrials=3, do_parity=True, do_translation=True,
+        f, [b.pos], irreps_in=["cartesian_points"], irreps_out=["cartesian_points", "5x0e", "3x0e", "4x0e"],
+        ntrials=3, do_parity=True, do_translation=False,
     )
     assert max(float(v.max()) for v in errs.values()) < 1e-9, errs
 
