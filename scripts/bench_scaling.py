@@ -34,6 +34,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sampling import (  # noqa: E402
     build_ours,
+    configure_threads,
     device_name,
     fmt_table,
     ints,
@@ -118,9 +119,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json-out", default=None)
     a = p.parse_args(argv)
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
+    thread_info = configure_threads(a.threads, device)
     gpu = device.type == "cuda"
     preset = a.preset or ("large" if gpu else "small")
     sizes = a.sizes or ([10, 20, 40, 80] if a.quick else [10, 20, 40, 80, 120])
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> dict:
             if k in r:
                 r[k] = round(r[k], 4)
     result = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
-              "threads": torch.get_num_threads(), "preset": label, "batch_size": bs, "cutoff": a.cutoff,
+              **thread_info, "preset": label, "batch_size": bs, "cutoff": a.cutoff,
               "density": a.density, "exponents": exps, "rows": rows, "note": a.note}
     line = json.dumps(result)
     if a.json_out:

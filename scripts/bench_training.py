@@ -37,6 +37,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_sampling import (  # noqa: E402
     DEFAULT_DIFFUSION,
+    configure_threads,
     device_name,
     fmt_table,
     ints,
@@ -147,9 +148,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--json-out", default=None)
     a = p.parse_args(argv)
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
     device = resolve_device(a.device)
+    thread_info = configure_threads(a.threads, device)
     gpu = device.type == "cuda"
     bf16 = gpu and not a.no_bf16
     presets = (a.presets or ("tiny,small" if a.quick else "tiny,small,large")).split(",")
@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> dict:
     cols.append(("peak_mem_mb", "peak MB", ".0f"))
     print(fmt_table(rows, cols))
     result = {
-        "device": str(device), "device_name": device_name(device), "torch": torch.__version__, "threads": torch.get_num_threads(),
+        "device": str(device), "device_name": device_name(device), "torch": torch.__version__, **thread_info,
         "precision": "bf16-autocast" if bf16 else "fp32", "data": data_src, "rows": rows, "note": a.note,
     }
     line = json.dumps(result)

@@ -38,6 +38,18 @@ def build_module(cfg: DictConfig, cache) -> DiffusionModule:
     )
 
 
+def build_property_module(cfg: DictConfig, cache):
+    """The property predictor of the conditional evaluation (``task=property``)."""
+    from moldiff.training.property_module import PropertyModule
+
+    if not cfg.property:
+        raise ValueError("task=property needs property=NAME (e.g. property=gap)")
+    cache.prop_columns([cfg.property])
+    dataset = {"name": cache.name, "vocab": cache.vocab.to_dict(), "statistics": cache.statistics}
+    return PropertyModule(OmegaConf.to_container(cfg.model, resolve=True), OmegaConf.to_container(cfg.optim, resolve=True),
+                          dataset, cfg.property)
+
+
 def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     if cfg.ckpt_path in (None, "", "null"):
         return None
@@ -53,26 +65,30 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
     """Run training; returns the trainer, module, datamodule and final metrics."""
     L.seed_everything(cfg.seed, workers=True)
+    if cfg.task not in ("diffusion", "property"):
+        raise ValueError(f"unknown task {cfg.task!r}; choose from ['diffusion', 'property']")
     run_dir = Path(cfg.run_dir)
     cache = open_dataset(cfg.data)
+    props = [cfg.property] if cfg.task == "property" else list(cfg.conditioning.properties or [])
     dm = MolDataModule(
         cache,
         batch_size=cfg.data.batch_size,
         train_split=cfg.data.train_split,
         subset=cfg.data.subset,
-        props=list(cfg.conditioning.properties or []),
+        props=props,
         num_workers=cfg.data.num_workers,
         val_size=cfg.data.val_size,
     )
-    module = build_module(cfg, cache)
+    module = build_module(cfg, cache) if cfg.task == "diffusion" else build_property_module(cfg, cache)
     ckpt_dir = run_dir / "checkpoints"
     callbacks = [
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
                         every_n_train_steps=cfg.checkpoint.every_n_train_steps, save_top_k=-1, save_last=True),
-        EMAWeightAveraging(decay=cfg.ema.decay, update_starting_at_step=cfg.ema.start_step),
         LearningRateMonitor(logging_interval="step"),
     ]
-    if cfg.validation.num_samples:
+    if cfg.ema.decay:
+        callbacks.append(EMAWeightAveraging(decay=cfg.ema.decay, update_starting_at_step=cfg.ema.start_step))
+    if cfg.validation.num_samples and cfg.task == "diffusion":
         from moldiff.training.callbacks import SampleMetricsCallback
 
         callbacks.append(SampleMetricsCallback(cfg.validation.num_samples, cfg.validation.steps))
@@ -87,7 +103,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("model: %d parameters; dataset %s (%d train molecules); run dir %s",
-                 module.num_parameters(), cache.name, len(cache.indices(cfg.data.train_split)), run_dir)
+                 sum(p.numel() for p in module.parameters()), cache.name, len(cache.indices(cfg.data.train_split)), run_dir)
     trainer.fit(module, datamodule=dm, ckpt_path=resolve_ckpt_path(cfg))
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.is_global_zero:

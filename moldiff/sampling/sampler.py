@@ -49,7 +49,11 @@ def empty_graphs(num_atoms: torch.Tensor, device=None) -> Batch:
     """Fully connected graph skeletons for the given atom counts."""
     data = []
     for n in num_atoms.tolist():
-        d = Data(edge_index=full_edge_index(int(n)), num_nodes=int(n))
+        ei = full_edge_index(int(n))
+        z = torch.zeros(int(n), dtype=torch.long)
+        # placeholders so that the batch knows how to split every field (``to_data_list`` works on the output)
+        d = Data(edge_index=ei, pos=torch.zeros(int(n), 3), atom_types=z, charges=z,
+                 bond_types=torch.zeros(ei.shape[1], dtype=torch.long), num_nodes=int(n))
         data.append(d)
     return Batch.from_data_list(data).to(device)
 

@@ -1,0 +1,55 @@
+"""Export the EMA weights of a training checkpoint as a shipped model under moldiff/pretrained/.
+
+  python scripts/export_pretrained.py runs/qm9_cpu/checkpoints/last.ckpt --name qm9_default \
+      --hardware "2 CPU cores (shared)" --wall-time-min 95
+
+Writes <name>.pt (state_dict of the EMA net + hyper-parameters; fp16 with --half) and <name>.json
+(file, sha256, training record). The loader checks the sha256 and loads with weights_only=True.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+from pathlib import Path
+
+import torch
+
+OUT = Path(__file__).resolve().parents[1] / "moldiff" / "pretrained"
+MAX_BYTES = 16 * 1024 * 1024
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("ckpt")
+    ap.add_argument("--name", default="qm9_default")
+    ap.add_argument("--half", action="store_true")
+    ap.add_argument("--hardware", required=True)
+    ap.add_argument("--wall-time-min", type=float, required=True)
+    ap.add_argument("--recipe", default="experiment=qm9_cpu")
+    a = ap.parse_args(argv)
+    ck = torch.load(a.ckpt, map_location="cpu", weights_only=True)
+    state = {k: (v.half() if a.half and v.is_floating_point() else v) for k, v in ck["state_dict"].items() if k.startswith("net.")}
+    record = {
+        "global_step": int(ck["global_step"]), "epoch": int(ck["epoch"]), "hardware": a.hardware,
+        "wall_time_min": a.wall_time_min, "recipe": a.recipe, "source_checkpoint": Path(a.ckpt).name,
+        "exported": datetime.date.today().isoformat(), "weights": "EMA", "dtype": "float16" if a.half else "float32",
+    }
+    out = {"state_dict": state, "hyper_parameters": ck["hyper_parameters"], "training_record": record}
+    path = OUT / f"{a.name}.pt"
+    torch.save(out, path)
+    size = path.stat().st_size
+    if size > MAX_BYTES:
+        path.unlink()
+        raise SystemExit(f"{path.name} would be {size / 2**20:.1f} MiB > 16 MiB; use --half")
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    info = {"file": path.name, "sha256": digest, "bytes": size, "dataset": ck["hyper_parameters"]["dataset"]["name"],
+            "training_record": record}
+    (OUT / f"{a.name}.json").write_text(json.dumps(info, indent=1) + "\n")
+    print(json.dumps(info, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Import direction (STYLE.md) and RDKit kept out of the training path and the sampler."""
+
+from __future__ import annotations
+
+import ast
+import subprocess
+import sys
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "moldiff"
+
+# package -> moldiff packages it may import
+ALLOWED = {
+    "utils": set(),
+    "chem": {"utils"},
+    "data": {"utils", "chem"},
+    "models": {"utils"},
+    "diffusion": {"utils"},
+    "sampling": {"diffusion", "utils", "data", "chem"},
+    "metrics": {"data", "utils", "chem"},
+    "training": {"utils", "chem", "data", "models", "diffusion", "sampling", "metrics"},
+    "cli": {"utils", "chem", "data", "models", "diffusion", "sampling", "metrics", "training"},
+}
+
+
+def moldiff_imports(path: Path) -> set[str]:
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("moldiff."):
+            out.add(node.module.split(".")[1])
+        elif isinstance(node, ast.Import):
+            out |= {a.name.split(".")[1] for a in node.names if a.name.startswith("moldiff.")}
+    return out
+
+
+def test_import_direction():
+    bad = []
+    for sub, allowed in ALLOWED.items():
+        for f in (PKG / sub).rglob("*.py"):
+            for dep in moldiff_imports(f) - allowed - {sub}:
+                bad.append(f"{f.relative_to(PKG.parent)} imports moldiff.{dep}")
+    assert not bad, "\n".join(bad)
+
+
+def test_training_and_sampler_do_not_import_rdkit():
+    code = (
+        "import sys\n"
+        "import moldiff.training.module, moldiff.training.checkpoint, moldiff.data.datamodule, moldiff.cli.train\n"
+        "import moldiff.sampling.sampler, moldiff.models.denoiser, moldiff.diffusion.joint\n"
+        "bad = [m for m in sys.modules if m == 'rdkit' or m.startswith('rdkit.')]\n"
+        "assert not bad, bad\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
