@@ -138,6 +138,9 @@ def generate(cfg: DictConfig) -> dict:
                 generator=dev_gen, device=device,
             )
             mols = data_to_molecules(out.cpu(), model.vocab)
+            finite = [bool(np.isfinite(m.pos).all()) for m in mols]
+            if not all(finite):
+                log.warning("batch %d: %d molecules with non-finite coordinates were dropped", b, finite.count(False))
             for k, m in enumerate(mols):
                 idx = lo + k
                 m.name = f"moldiff_{idx:06d}"
@@ -149,7 +152,7 @@ def generate(cfg: DictConfig) -> dict:
                     m.props["guidance_scale"] = float(cfg.guidance_scale)
                 if fragment is not None:
                     m.props["inpaint_fixed_atoms"] = fragment.num_atoms
-            writer.append(mols)
+            writer.append([m for m, ok in zip(mols, finite) if ok])
             bar.update(len(mols))
         complete = True
     except KeyboardInterrupt:
@@ -187,8 +190,8 @@ def generate(cfg: DictConfig) -> dict:
             else:
                 log.warning("reference dataset cache %s not found: novelty/distribution skipped "
                             "(run moldiff-prepare data=%s to enable)", p, cfg.reference)
-        metrics = evaluate_molecules(all_mols, reference)
-        metrics["steps"] = cfg.steps
+        metrics = evaluate_molecules(all_mols, reference, steps=cfg.steps)
+        metrics["n_requested"] = cfg.n_samples
         print(format_table(metrics))
         result["metrics"] = metrics
     print(f"wrote {len(all_mols)} molecules to {path}")
