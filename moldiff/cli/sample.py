@@ -117,11 +117,11 @@ def generate(cfg: DictConfig) -> dict:
     min_atoms = fragment.num_atoms + 1 if fragment else 1
     all_mols = []
     complete = False
-    bar = tqdm(total=n, initial=min(writer.count, n), desc="sampling", unit="mol", disable=not cfg.progress, file=sys.stderr)
+    bar = tqdm(total=n, initial=min(writer.batches_done * bs, n), desc="sampling", unit="mol", disable=not cfg.progress, file=sys.stderr)
     try:
         for b in range(num_batches):
             lo, hi = b * bs, min(n, (b + 1) * bs)
-            if hi <= writer.count:
+            if b < writer.batches_done:
                 continue
             gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed) * 1_000_003 + b)
             counts = sample_num_atoms(hi - lo, hist, num_atoms_cfg, gen, min_atoms=min_atoms)

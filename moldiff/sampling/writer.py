@@ -23,11 +23,13 @@ class ResumableSDFWriter:
         self.state = self.out.with_name(self.out.name + ".partial.json")
         self.settings = settings
         self.count = 0
+        self.batches_done = 0
         self.out.parent.mkdir(parents=True, exist_ok=True)
         if resume and self.partial.exists() and self.state.exists():
             saved = json.loads(self.state.read_text())
             if saved.get("settings") == settings:
                 self.count = int(saved["count"])
+                self.batches_done = int(saved.get("batches_done", 0))
                 self._truncate_to(saved["bytes"])
             else:
                 self._reset()
@@ -44,16 +46,19 @@ class ResumableSDFWriter:
 
     def _save_state(self) -> None:
         tmp = self.state.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"settings": self.settings, "count": self.count, "bytes": self.partial.stat().st_size}))
+        tmp.write_text(json.dumps({"settings": self.settings, "count": self.count, "batches_done": self.batches_done,
+                                   "bytes": self.partial.stat().st_size}))
         os.replace(tmp, self.state)
 
     def append(self, mols: list[Molecule]) -> None:
+        """Append one finished batch of molecules (possibly empty) and record it as done."""
         blocks = "".join(molecule_to_sdf_block(m) for m in mols)
         with open(self.partial, "a") as fh:
             fh.write(blocks)
             fh.flush()
             os.fsync(fh.fileno())
         self.count += len(mols)
+        self.batches_done += 1
         self._save_state()
 
     def finalize(self, complete: bool) -> Path:
