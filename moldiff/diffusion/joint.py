@@ -96,7 +96,7 @@ class JointDiffusion:
 
     def denoise(self, denoiser: Denoiser, g: NoisyGraph):
         h, e = self.features(g)
-        return denoiser(g.pos, h, g.edge_index, e, g.batch, g.t, g.num_graphs)
+        return denoiser(g.pos, h, g.edge_index, e, g.batch, g.t, g.num_graphs, rev=g.rev)
 
     # ----------------------------------------------------------------------------------- forward
     def noise(self, batch, t: torch.Tensor | None = None) -> tuple[NoisyGraph, torch.Tensor]:
