@@ -11,6 +11,14 @@ from e3nn.nn import Gate
 from torch import nn
 
 
+def edge_geometry(pos: torch.Tensor, edge_index: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Distances ``[E]`` and unit vectors ``[E,3]`` from ``j`` to ``i`` for edges ``(i, j)``."""
+    i, j = edge_index
+    diff = pos.index_select(0, i) - pos.index_select(0, j)  # [E,3]
+    dist = diff.norm(dim=-1)
+    return dist, diff / (dist.unsqueeze(-1) + 1e-6)
+
+
 class GaussianRBFBlock(nn.Module):
     """Distances ``[E]`` -> Gaussian radial basis ``[E, num_rbf]`` on ``[0, cutoff]``."""
 

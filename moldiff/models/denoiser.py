@@ -6,7 +6,7 @@ import torch
 from e3nn import o3
 from torch import nn
 
-from moldiff.models.blocks import EquivariantMessageBlock, GaussianRBFBlock, TimeEmbeddingBlock
+from moldiff.models.blocks import edge_geometry, EquivariantMessageBlock, GaussianRBFBlock, TimeEmbeddingBlock
 from moldiff.utils.geometry import zero_com
 from moldiff.utils.graph import reverse_edge_index
 
@@ -103,9 +103,7 @@ class Denoiser(nn.Module):
         if rev is None:
             rev = reverse_edge_index(edge_index, N)
         i, j = edge_index
-        diff = pos.index_select(0, i) - pos.index_select(0, j)  # [E,3]
-        dist = diff.norm(dim=-1)
-        unit = diff / (dist.unsqueeze(-1) + 1e-6)
+        dist, unit = edge_geometry(pos, edge_index)
         rbf = self.rbf(dist)
         # radius graph: the indices of the message-carrying edges, found once for all layers
         msg_mask = (dist < self.cutoff).nonzero().squeeze(-1) if self.cutoff else None

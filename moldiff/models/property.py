@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torch_geometric.utils import scatter
 
-from moldiff.models.blocks import EquivariantMessageBlock, GaussianRBFBlock
+from moldiff.models.blocks import EquivariantMessageBlock, GaussianRBFBlock, edge_geometry
 from moldiff.utils.geometry import zero_com
 from moldiff.utils.graph import reverse_edge_index
 
@@ -36,10 +36,7 @@ class PropertyPredictor(nn.Module):
         N = pos.shape[0]
         pos = zero_com(pos, batch, num_graphs)
         rev = reverse_edge_index(edge_index, N) if rev is None else rev
-        i, j = edge_index
-        diff = pos[i] - pos[j]
-        dist = diff.norm(dim=-1)
-        unit = diff / (dist.unsqueeze(-1) + 1e-6)
+        dist, unit = edge_geometry(pos, edge_index)
         rbf = self.rbf(dist)
         s = self.atom_embed(atom_feat)
         v = pos.new_zeros(N, self.C * 3)
