@@ -253,6 +253,15 @@ def fmt_table(rows: list[dict], cols: list[tuple[str, str, str]]) -> str:
     return "\n".join(out)
 
 
+def emit_result(result: dict, json_out: str | None) -> dict:
+    """Print the result as one JSON line (and write it to ``json_out`` when given)."""
+    line = json.dumps(result)
+    if json_out:
+        Path(json_out).write_text(line + "\n")
+    print(line, flush=True)
+    return result
+
+
 def ints(s: str) -> list[int]:
     return [int(x) for x in s.split(",") if x.strip()]
 
@@ -423,11 +432,7 @@ def main(argv: list[str] | None = None) -> dict:
     result["quick"] = bool(a.quick)
     result["note"] = a.note
     result["wall_s"] = round(time.perf_counter() - t_start, 2)
-    line = json.dumps(result)
-    if a.json_out:
-        Path(a.json_out).write_text(line + "\n")
-    print(line, flush=True)
-    return result
+    return emit_result(result, a.json_out)
 
 
 if __name__ == "__main__":

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import math
 import statistics as st
 import sys
@@ -36,6 +35,7 @@ from bench_sampling import (  # noqa: E402
     build_ours,
     configure_threads,
     device_name,
+    emit_result,
     fmt_table,
     ints,
     load_statistics,
@@ -170,11 +170,7 @@ def main(argv: list[str] | None = None) -> dict:
     result = {"device": str(device), "device_name": device_name(device), "torch": torch.__version__,
               **thread_info, "preset": label, "batch_size": bs, "cutoff": a.cutoff,
               "density": a.density, "exponents": exps, "rows": rows, "note": a.note}
-    line = json.dumps(result)
-    if a.json_out:
-        Path(a.json_out).write_text(line + "\n")
-    print(line, flush=True)
-    return result
+    return emit_result(result, a.json_out)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ The last line printed is a JSON object with every row.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from bench_sampling import (  # noqa: E402
     DEFAULT_DIFFUSION,
     configure_threads,
     device_name,
+    emit_result,
     fmt_table,
     ints,
     load_statistics,
@@ -204,11 +204,7 @@ def main(argv: list[str] | None = None) -> dict:
         "device": str(device), "device_name": device_name(device), "torch": torch.__version__, **thread_info,
         "precision": "bf16-autocast" if bf16 else "fp32", "data": data_src, "rows": rows, "note": a.note,
     }
-    line = json.dumps(result)
-    if a.json_out:
-        Path(a.json_out).write_text(line + "\n")
-    print(line, flush=True)
-    return result
+    return emit_result(result, a.json_out)
 
 
 if __name__ == "__main__":

@@ -29,3 +29,28 @@ def test_bench_sampling_smoke(tmp_path):
     assert res["baseline_steps"] == 2 and res["baseline_extrapolated"] is False
     assert res["speedup_vs_edm_config"] > 0 and res["mols_per_s"] > 0
     assert res["sweep"] and all("ms_per_step" in r for r in res["sweep"])
+
+
+def _run_script(name: str, args: list[str], tmp_path) -> dict:
+    out = tmp_path / f"{name}.json"
+    proc = subprocess.run(
+        [sys.executable, str(SCRIPT.parent / f"{name}.py"), *args, "--device", "cpu", "--threads", "1",
+         "--json-out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert json.loads(out.read_text()) == res
+    return res
+
+
+def test_bench_scaling_smoke(tmp_path):
+    res = _run_script("bench_scaling", ["--preset", "tiny", "--sizes", "5", "--batch-size", "1",
+                                        "--repeats", "1"], tmp_path)
+    assert res["device"] == "cpu" and res["rows"] and res["batch_size"] == 1
+
+
+def test_bench_training_smoke(tmp_path):
+    res = _run_script("bench_training", ["--presets", "tiny", "--batch-sizes", "2", "--steps", "1",
+                                         "--warmup", "0", "--synthetic"], tmp_path)
+    assert res["device"] == "cpu" and res["rows"]
