@@ -17,6 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from moldiff.cli.common import friendly_errors
 from moldiff.data.config import open_dataset
 from moldiff.data.datamodule import MolDataModule
+from moldiff.training.callbacks import FinalCheckpoint
 from moldiff.training.module import DiffusionModule
 
 log = logging.getLogger("moldiff.train")
@@ -85,6 +86,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
         ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
                         every_n_train_steps=cfg.checkpoint.every_n_train_steps, save_top_k=-1, save_last=True),
         LearningRateMonitor(logging_interval="step"),
+        FinalCheckpoint(ckpt_dir),  # before EMA: it must save the raw weights at the end
     ]
     if cfg.ema.decay:
         callbacks.append(EMAWeightAveraging(decay=cfg.ema.decay, update_starting_at_step=cfg.ema.start_step))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import lightning as L
 import torch
@@ -43,3 +44,27 @@ class SampleMetricsCallback(L.Callback):
         m = evaluate_molecules(data_to_molecules(out.cpu(), pl_module.vocab), None)
         keys = ["atom_stability", "mol_stability", "validity", "connected_validity", "uniqueness", "edm_mol_stability"]
         pl_module.log_dict({f"val/{k}": float(m[k]) for k in keys if m.get(k) is not None}, rank_zero_only=True)
+
+
+class FinalCheckpoint(L.Callback):
+    """Write ``step{N}.ckpt`` and ``last.ckpt`` when training ends normally (``max_steps``, ``max_time``,
+    ``max_epochs``) at a step the periodic checkpoint did not cover.
+
+    Lightning's ``ModelCheckpoint(save_last=True)`` skips its end-of-training save once it has written any
+    ``last.ckpt`` during the run, so a time-limited chunk would lose the steps since the last periodic save.
+    Place this callback *before* ``EMAWeightAveraging``: that callback copies the averaged weights into the
+    model in its own ``on_train_end``, and the checkpoint must hold the raw weights for an exact resume.
+    Not called when training fails (a non-finite loss leaves the last good checkpoint as it was)."""
+
+    def __init__(self, dirpath, filename: str = "step{step:07d}.ckpt") -> None:
+        self.dirpath, self.filename = Path(dirpath), filename
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        step = trainer.global_step
+        path = self.dirpath / self.filename.format(step=step)
+        if step == 0 or path.exists():
+            return
+        trainer.save_checkpoint(path)
+        trainer.save_checkpoint(self.dirpath / "last.ckpt")
+        if trainer.is_global_zero:
+            log.info("final checkpoint at step %d: %s", step, path)

@@ -41,14 +41,19 @@ def test_cli_checkpoint_weights_only_and_resume(tiny_ckpt, data_root, tmp_path):
     logs = (run / "logs" / "metrics.csv").read_text()
     assert "train/loss" in logs
     assert json.loads((run / "summary.json").read_text())["global_step"] == 8
-    # resume from the step-4 checkpoint into a fresh run dir and continue to 12 steps
+    # resume from the step-4 checkpoint into a fresh run dir and continue to 10 steps: 10 is not a
+    # multiple of the periodic interval (4), so the end-of-training checkpoint must be written too
     step4 = run / "checkpoints" / "step0000004.ckpt"
     assert step4.exists()
     new = tmp_path / "resumed"
     overrides = [o for o in TINY_TRAIN if not o.startswith("trainer.max_steps")]
-    run_cli("train", *overrides, "trainer.max_steps=12", f"data.root={data_root}", f"run_dir={new}", f"ckpt_path={step4}")
+    run_cli("train", *overrides, "trainer.max_steps=10", f"data.root={data_root}", f"run_dir={new}", f"ckpt_path={step4}")
+    assert (new / "checkpoints" / "step0000010.ckpt").exists()
     resumed = torch.load(new / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
-    assert resumed["global_step"] == 12
+    assert resumed["global_step"] == 10
+    # it holds the raw weights for resuming (saved before EMA copies its average into the model)
+    raw, avg = resumed["current_model_state"], resumed["state_dict"]
+    assert any(not torch.equal(raw[k], avg[k]) for k in avg if k.startswith("net.") and avg[k].is_floating_point())
 
 
 def test_ckpt_path_missing_is_a_clear_error(data_root, tmp_path):
