@@ -476,7 +476,8 @@ def _depiction(mol: Molecule, remove_hs: bool) -> Chem.Mol:
     rd.RemoveAllConformers()
     try:
         m = Chem.Mol(rd)
-        Chem.SanitizeMol(m)
+        with rdBase.BlockLogs():  # an invalid molecule is expected here: it is drawn unsanitized below
+            Chem.SanitizeMol(m)
         if remove_hs:
             m = Chem.RemoveHs(m)
         rdDepictor.Compute2DCoords(m)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from rdkit import Chem
+from rdkit import Chem, rdBase
 from rdkit.Geometry import Point3D
 
 from moldiff.chem.molecule import AROMATIC, DOUBLE, SINGLE, TRIPLE, Molecule
@@ -93,7 +93,8 @@ def canonical_smiles(rdmol: Chem.Mol) -> str | None:
     """Canonical stereo-free SMILES of a sanitizable molecule (hydrogens removed), or None."""
     try:
         m = Chem.Mol(rdmol)
-        Chem.SanitizeMol(m)
+        with rdBase.BlockLogs():  # None is the answer for an invalid molecule; no log line
+            Chem.SanitizeMol(m)
         Chem.RemoveStereochemistry(m)  # stereo-free: an H kept only for double-bond stereo must go too
         m = Chem.RemoveHs(m, sanitize=True)
         return Chem.MolToSmiles(m, isomericSmiles=False)

@@ -31,6 +31,14 @@ class ResumableSDFWriter:
                 self.count = int(saved["count"])
                 self.batches_done = int(saved.get("batches_done", 0))
                 self._truncate_to(saved["bytes"])
+            elif int(saved.get("count", 0)) > 0:
+                old = saved.get("settings") or {}
+                diff = ", ".join(f"{k}: {old.get(k)!r} then, {settings.get(k)!r} now"
+                                 for k in sorted(set(old) | set(settings)) if old.get(k) != settings.get(k))
+                raise ValueError(
+                    f"{self.partial} holds {saved['count']} molecules of an interrupted run with other settings "
+                    f"({diff}); rerun with the same settings to resume it, resume=false to discard it, "
+                    f"or choose another out=")
             else:
                 self._reset()
         else:

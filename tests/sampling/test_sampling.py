@@ -214,3 +214,36 @@ def test_interrupt_keeps_finished_molecules_and_resume_matches(tiny_ckpt, tmp_pa
     res = cli.generate(cfg_for(part))  # resumes: same settings
     assert res["complete"] and res["n_molecules"] == 6
     assert part.read_bytes() == full.read_bytes()
+
+
+def test_resume_with_other_settings_refuses_and_keeps_the_partial(tiny_ckpt, tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_module
+
+    import moldiff.cli.sample as cli
+
+    out = tmp_path / "part.sdf"
+
+    def cfg_for(*extra):
+        with initialize_config_module("moldiff.conf", version_base="1.3"):
+            return compose("sample", overrides=[f"ckpt={tiny_ckpt}", "n_samples=4", "batch_size=2", "steps=3",
+                                                 f"out={out}", "progress=false", *extra])
+
+    real = cli.sample
+    calls = {"n": 0}
+
+    def interrupting(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(cli, "sample", interrupting)
+    assert cli.generate(cfg_for())["n_molecules"] == 2
+    monkeypatch.setattr(cli, "sample", real)
+    partial = out.with_name(out.name + ".partial")
+    before = partial.read_bytes()
+    with pytest.raises(ValueError, match=r"part\.sdf\.partial holds 2 molecules.*steps: 3 then, 4 now"):
+        cli.generate(cfg_for("steps=4"))
+    assert partial.read_bytes() == before  # nothing lost
+    res = cli.generate(cfg_for("steps=4", "resume=false"))  # explicit: start over
+    assert res["complete"] and res["n_molecules"] == 4
