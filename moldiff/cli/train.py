@@ -83,7 +83,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     module = build_module(cfg, cache) if cfg.task == "diffusion" else build_property_module(cfg, cache)
     ckpt_dir = run_dir / "checkpoints"
     callbacks = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename="step{step:07d}", auto_insert_metric_name=False,
+        ModelCheckpoint(dirpath=ckpt_dir, filename=FinalCheckpoint.FILENAME, auto_insert_metric_name=False,
                         every_n_train_steps=cfg.checkpoint.every_n_train_steps, save_top_k=-1, save_last=True),
         LearningRateMonitor(logging_interval="step"),
         FinalCheckpoint(ckpt_dir),  # before EMA: it must save the raw weights at the end

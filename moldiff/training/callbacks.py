@@ -56,12 +56,15 @@ class FinalCheckpoint(L.Callback):
     model in its own ``on_train_end``, and the checkpoint must hold the raw weights for an exact resume.
     Not called when training fails (a non-finite loss leaves the last good checkpoint as it was)."""
 
-    def __init__(self, dirpath, filename: str = "step{step:07d}.ckpt") -> None:
-        self.dirpath, self.filename = Path(dirpath), filename
+    #: checkpoint name pattern shared with the periodic ``ModelCheckpoint`` (which adds ``.ckpt``)
+    FILENAME = "step{step:07d}"
+
+    def __init__(self, dirpath) -> None:
+        self.dirpath = Path(dirpath)
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         step = trainer.global_step
-        path = self.dirpath / self.filename.format(step=step)
+        path = self.dirpath / (self.FILENAME.format(step=step) + ".ckpt")
         if step == 0 or path.exists():
             return
         trainer.save_checkpoint(path)

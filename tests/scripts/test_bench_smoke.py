@@ -1,26 +1,32 @@
-"""``scripts/bench_sampling.py --quick --smoke`` runs end to end and ends with the documented JSON line.
+"""The benchmark scripts (sampling ``--quick --smoke``, scaling, training) run end to end on tiny settings and
+end with the documented JSON line.
 
-No timing assertions: only that the script runs, and the keys and their types."""
+No timing assertions: only that each script runs, and the keys and their types."""
 
 import json
 import subprocess
 import sys
 from pathlib import Path
 
-SCRIPT = Path(__file__).resolve().parents[2] / "scripts" / "bench_sampling.py"
+SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
 
 
-def test_bench_sampling_smoke(tmp_path):
-    # one thread: the smoke run must not be slowed down by thread contention with other jobs
+def _run_script(name: str, args: list[str], tmp_path) -> dict:
+    out = tmp_path / f"{name}.json"
     proc = subprocess.run(
-        [sys.executable, str(SCRIPT), "--quick", "--smoke", "--device", "cpu", "--threads", "1",
-         "--json-out", str(tmp_path / "bench.json")],
+        [sys.executable, str(SCRIPTS / f"{name}.py"), *args, "--device", "cpu", "--threads", "1",
+         "--json-out", str(out)],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    last = proc.stdout.strip().splitlines()[-1]
-    res = json.loads(last)
-    assert json.loads((tmp_path / "bench.json").read_text()) == res
+    res = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert json.loads(out.read_text()) == res
+    return res
+
+
+def test_bench_sampling_smoke(tmp_path):
+    # one thread (set by _run_script): the smoke run must not be slowed by contention with other jobs
+    res = _run_script("bench_sampling", ["--quick", "--smoke"], tmp_path)
     for key in ("speedup_vs_edm_config", "mols_per_s", "steps", "device", "n_molecules", "batch_size", "preset",
                 "baseline_extrapolated", "baseline_steps", "ms_per_step", "sweep"):
         assert key in res, key
@@ -29,19 +35,6 @@ def test_bench_sampling_smoke(tmp_path):
     assert res["baseline_steps"] == 2 and res["baseline_extrapolated"] is False
     assert res["speedup_vs_edm_config"] > 0 and res["mols_per_s"] > 0
     assert res["sweep"] and all("ms_per_step" in r for r in res["sweep"])
-
-
-def _run_script(name: str, args: list[str], tmp_path) -> dict:
-    out = tmp_path / f"{name}.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPT.parent / f"{name}.py"), *args, "--device", "cpu", "--threads", "1",
-         "--json-out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    assert json.loads(out.read_text()) == res
-    return res
 
 
 def test_bench_scaling_smoke(tmp_path):
