@@ -1,7 +1,10 @@
 """Export the EMA weights of a training checkpoint as a shipped model under moldiff/pretrained/.
 
   python scripts/export_pretrained.py runs/qm9_cpu/checkpoints/last.ckpt --name qm9_default \
-      --hardware "2 CPU cores (shared)" --wall-time-min 95
+      --hardware "2 CPU cores (shared)"
+
+--wall-time-min defaults to the training time the checkpoint's timer recorded over all chunks (runs
+trained with ``trainer.max_time``); give it for runs trained without one.
 
 Writes <name>.pt (state_dict of the EMA net + hyper-parameters; fp16 with --half) and <name>.json
 (file, sha256, training record). The loader checks the sha256 and loads with weights_only=True.
@@ -27,10 +30,16 @@ def main(argv=None) -> None:
     ap.add_argument("--name", default="qm9_default")
     ap.add_argument("--half", action="store_true")
     ap.add_argument("--hardware", required=True)
-    ap.add_argument("--wall-time-min", type=float, required=True)
+    ap.add_argument("--wall-time-min", type=float, default=None)
     ap.add_argument("--recipe", default="experiment=qm9_cpu")
+    ap.add_argument("--out-dir", type=Path, default=OUT)
     a = ap.parse_args(argv)
     ck = torch.load(a.ckpt, map_location="cpu", weights_only=True)
+    if a.wall_time_min is None:
+        seconds = ck.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {}).get("train")
+        if seconds is None:
+            raise SystemExit(f"{a.ckpt} holds no training time (trained without trainer.max_time): give --wall-time-min")
+        a.wall_time_min = round(seconds / 60, 1)
     state = {k: (v.half() if a.half and v.is_floating_point() else v) for k, v in ck["state_dict"].items() if k.startswith("net.")}
     record = {
         "global_step": int(ck["global_step"]), "epoch": int(ck["epoch"]), "hardware": a.hardware,
@@ -38,7 +47,7 @@ def main(argv=None) -> None:
         "exported": datetime.date.today().isoformat(), "weights": "EMA", "dtype": "float16" if a.half else "float32",
     }
     out = {"state_dict": state, "hyper_parameters": ck["hyper_parameters"], "training_record": record}
-    path = OUT / f"{a.name}.pt"
+    path = a.out_dir / f"{a.name}.pt"
     torch.save(out, path)
     size = path.stat().st_size
     if size > MAX_BYTES:
@@ -47,7 +56,7 @@ def main(argv=None) -> None:
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
     info = {"file": path.name, "sha256": digest, "bytes": size, "dataset": ck["hyper_parameters"]["dataset"]["name"],
             "training_record": record}
-    (OUT / f"{a.name}.json").write_text(json.dumps(info, indent=1) + "\n")
+    (a.out_dir / f"{a.name}.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info, indent=1))
 
 

@@ -80,6 +80,14 @@ def run_cli(module: str, *overrides: str, cwd: Path | None = None, check: bool =
     return proc
 
 
+def run_script(name: str, *args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """Run ``scripts/<name> args...``; it must succeed."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / name), *args], capture_output=True, text=True,
+                          timeout=timeout)
+    assert proc.returncode == 0, f"scripts/{name} failed ({proc.returncode}):\n{proc.stderr[-3000:]}"
+    return proc
+
+
 TINY_TRAIN = [
     "model=tiny", "data.limit=300", "data.subset=64", "data.batch_size=16", "data.val_size=16",
     "trainer.max_steps=8", "trainer.log_every_n_steps=2", "trainer.enable_progress_bar=false",

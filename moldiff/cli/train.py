@@ -17,7 +17,7 @@ from omegaconf import DictConfig, OmegaConf
 from moldiff.cli.common import friendly_errors
 from moldiff.data.config import open_dataset
 from moldiff.data.datamodule import MolDataModule
-from moldiff.training.callbacks import FinalCheckpoint
+from moldiff.training.callbacks import ChunkTimer, FinalCheckpoint
 from moldiff.training.module import DiffusionModule
 
 log = logging.getLogger("moldiff.train")
@@ -94,13 +94,15 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
         from moldiff.training.callbacks import SampleMetricsCallback
 
         callbacks.append(SampleMetricsCallback(cfg.validation.num_samples, cfg.validation.steps))
+    if cfg.trainer.get("max_time"):  # per invocation, so that `ckpt_path=auto` chunks each get their budget
+        callbacks.append(ChunkTimer(duration=cfg.trainer.max_time, interval="step"))
     callbacks += list(extra_callbacks or [])
     loggers: list = [CSVLogger(run_dir, name="logs", version="")] if cfg.logger.csv else []
     if cfg.logger.tensorboard is True or (cfg.logger.tensorboard == "auto" and importlib.util.find_spec("tensorboard")):
         from lightning.pytorch.loggers import TensorBoardLogger
 
         loggers.append(TensorBoardLogger(run_dir, name="tb", version=""))
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
+    trainer = hydra.utils.instantiate(cfg.trainer, max_time=None, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))

@@ -7,6 +7,8 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import Timer
+from lightning.pytorch.trainer.states import RunningStage
 
 from moldiff.data.graph import data_to_molecules
 from moldiff.sampling.prior import sample_num_atoms
@@ -71,3 +73,41 @@ class FinalCheckpoint(L.Callback):
         trainer.save_checkpoint(self.dirpath / "last.ckpt")
         if trainer.is_global_zero:
             log.info("final checkpoint at step %d: %s", step, path)
+
+
+class ChunkTimer(Timer):
+    """``trainer.max_time`` for one invocation: stop after ``duration`` of *this* run's training time.
+
+    Lightning's own ``Timer`` restores the elapsed time from the checkpoint, so ``max_time`` would count
+    the whole run across resumes, and a second ``ckpt_path=auto trainer.max_time=00:00:09:00`` chunk would
+    stop after a single step. This timer gives each chunk its full budget. Its checkpoint state keeps
+    Lightning's key and meaning (total training time of the run, all chunks), which
+    ``scripts/export_pretrained.py`` reads for the training record."""
+
+    _TRAIN = RunningStage.TRAINING.value
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self._previous = 0.0
+
+    @property
+    def state_key(self) -> str:
+        return "Timer"  # reads the state of runs started with Lightning's Timer too
+
+    def total_train_seconds(self) -> float:
+        return self._previous + self.time_elapsed(RunningStage.TRAINING)
+
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        state["time_elapsed"][self._TRAIN] = self.total_train_seconds()
+        return state
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._previous = float(state_dict.get("time_elapsed", {}).get(self._TRAIN, 0.0))
+        self._offset = 0  # this chunk's budget starts now
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        super().on_train_end(trainer, pl_module)
+        if trainer.is_global_zero:
+            log.info("training time: %.1f min this run, %.1f min in all", self.time_elapsed() / 60,
+                     self.total_train_seconds() / 60)

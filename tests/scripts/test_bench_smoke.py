@@ -4,21 +4,13 @@ end with the documented JSON line.
 No timing assertions: only that each script runs, and the keys and their types."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
-SCRIPTS = Path(__file__).resolve().parents[2] / "scripts"
+from tests.conftest import run_script
 
 
 def _run_script(name: str, args: list[str], tmp_path) -> dict:
     out = tmp_path / f"{name}.json"
-    proc = subprocess.run(
-        [sys.executable, str(SCRIPTS / f"{name}.py"), *args, "--device", "cpu", "--threads", "1",
-         "--json-out", str(out)],
-        capture_output=True, text=True, timeout=300,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = run_script(f"{name}.py", *args, "--device", "cpu", "--threads", "1", "--json-out", str(out))
     res = json.loads(proc.stdout.strip().splitlines()[-1])
     assert json.loads(out.read_text()) == res
     return res

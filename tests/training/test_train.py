@@ -13,7 +13,7 @@ from torch_geometric.data import Batch
 from moldiff.data.cache import load_cache
 from moldiff.data.datamodule import MolDataModule
 from moldiff.training.module import DiffusionModule, NonFiniteLossError
-from tests.conftest import TINY_TRAIN, run_cli
+from tests.conftest import TINY_TRAIN, run_cli, run_script
 
 pytestmark = pytest.mark.qm9
 
@@ -43,17 +43,28 @@ def test_cli_checkpoint_weights_only_and_resume(tiny_ckpt, data_root, tmp_path):
     assert json.loads((run / "summary.json").read_text())["global_step"] == 8
     # resume from the step-4 checkpoint into a fresh run dir and continue to 10 steps: 10 is not a
     # multiple of the periodic interval (4), so the end-of-training checkpoint must be written too
-    step4 = run / "checkpoints" / "step0000004.ckpt"
-    assert step4.exists()
+    # The step-4 checkpoint claims an hour of training already: `trainer.max_time` budgets each run
+    # (chunk), so a 30-minute chunk must still train on, and the total is carried into the new state.
+    step4 = tmp_path / "step0000004.ckpt"
+    state = torch.load(run / "checkpoints" / step4.name, map_location="cpu", weights_only=True)
+    state["callbacks"]["Timer"] = {"time_elapsed": {"train": 3600.0}}
+    torch.save(state, step4)
     new = tmp_path / "resumed"
     overrides = [o for o in TINY_TRAIN if not o.startswith("trainer.max_steps")]
-    run_cli("train", *overrides, "trainer.max_steps=10", f"data.root={data_root}", f"run_dir={new}", f"ckpt_path={step4}")
+    run_cli("train", *overrides, "trainer.max_steps=10", "trainer.max_time=00:00:30:00", f"data.root={data_root}",
+            f"run_dir={new}", f"ckpt_path={step4}")
     assert (new / "checkpoints" / "step0000010.ckpt").exists()
     resumed = torch.load(new / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["global_step"] == 10
     # it holds the raw weights for resuming (saved before EMA copies its average into the model)
     raw, avg = resumed["current_model_state"], resumed["state_dict"]
     assert any(not torch.equal(raw[k], avg[k]) for k in avg if k.startswith("net.") and avg[k].is_floating_point())
+    assert 3600 < resumed["callbacks"]["Timer"]["time_elapsed"]["train"] < 3600 + 1800
+    # the export records that total as the wall time
+    export = run_script("export_pretrained.py", str(new / "checkpoints" / "last.ckpt"), "--name", "m",
+                        "--hardware", "test", "--out-dir", str(tmp_path))
+    record = json.loads((tmp_path / "m.json").read_text())["training_record"]
+    assert record["global_step"] == 10 and 60 <= record["wall_time_min"] < 90, export.stdout
 
 
 def test_ckpt_path_missing_is_a_clear_error(data_root, tmp_path):
