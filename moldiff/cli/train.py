@@ -10,6 +10,7 @@ from typing import Any
 
 import hydra
 import lightning as L
+import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf
@@ -63,6 +64,16 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return str(p)
 
 
+def log_version(ckpt_path: str | None) -> str:
+    """CSV log folder under ``run_dir/logs``: the top level for a fresh run, ``from_step{N}`` for a run
+    resumed at step N (Lightning's CSV logger deletes the ``metrics.csv`` it finds, so each chunk of a
+    resumed run keeps its own file)."""
+    if ckpt_path is None:
+        return ""
+    step = torch.load(ckpt_path, map_location="cpu", weights_only=True, mmap=True)["global_step"]
+    return f"from_step{int(step):07d}"
+
+
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
     """Run training; returns the trainer, module, datamodule and final metrics."""
     L.seed_everything(cfg.seed, workers=True)
@@ -97,7 +108,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     if cfg.trainer.get("max_time"):  # per invocation, so that `ckpt_path=auto` chunks each get their budget
         callbacks.append(ChunkTimer(duration=cfg.trainer.max_time, interval="step"))
     callbacks += list(extra_callbacks or [])
-    loggers: list = [CSVLogger(run_dir, name="logs", version="")] if cfg.logger.csv else []
+    ckpt_path = resolve_ckpt_path(cfg)
+    loggers: list = [CSVLogger(run_dir, name="logs", version=log_version(ckpt_path))] if cfg.logger.csv else []
     if cfg.logger.tensorboard is True or (cfg.logger.tensorboard == "auto" and importlib.util.find_spec("tensorboard")):
         from lightning.pytorch.loggers import TensorBoardLogger
 
@@ -108,7 +120,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         log.info("model: %d parameters; dataset %s (%d train molecules); run dir %s",
                  sum(p.numel() for p in module.parameters()), cache.name, len(cache.indices(cfg.data.train_split)), run_dir)
-    trainer.fit(module, datamodule=dm, ckpt_path=resolve_ckpt_path(cfg))
+    trainer.fit(module, datamodule=dm, ckpt_path=ckpt_path)
     metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     if trainer.is_global_zero:
         summary = {"global_step": trainer.global_step, "epoch": trainer.current_epoch, "metrics": metrics,

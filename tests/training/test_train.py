@@ -54,6 +54,7 @@ def test_cli_checkpoint_weights_only_and_resume(tiny_ckpt, data_root, tmp_path):
     run_cli("train", *overrides, "trainer.max_steps=10", "trainer.max_time=00:00:30:00", f"data.root={data_root}",
             f"run_dir={new}", f"ckpt_path={step4}")
     assert (new / "checkpoints" / "step0000010.ckpt").exists()
+    assert "train/loss" in (new / "logs" / "from_step0000004" / "metrics.csv").read_text()  # a file per chunk
     resumed = torch.load(new / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert resumed["global_step"] == 10
     # it holds the raw weights for resuming (saved before EMA copies its average into the model)
