@@ -95,7 +95,7 @@ class ChunkTimer(Timer):
         return "Timer"  # reads the state of runs started with Lightning's Timer too
 
     def total_train_seconds(self) -> float:
-        return self._previous + self.time_elapsed(RunningStage.TRAINING)
+        return self._previous + self.time_elapsed(self._TRAIN)
 
     def state_dict(self) -> dict:
         state = super().state_dict()
@@ -103,8 +103,8 @@ class ChunkTimer(Timer):
         return state
 
     def load_state_dict(self, state_dict: dict) -> None:
+        # keep the total aside instead of Lightning's restore into the budget: this chunk's budget starts now
         self._previous = float(state_dict.get("time_elapsed", {}).get(self._TRAIN, 0.0))
-        self._offset = 0  # this chunk's budget starts now
 
     def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
         super().on_train_end(trainer, pl_module)
