@@ -6,12 +6,21 @@ chemistry is judged later by the metrics, not silently "fixed" on input).
 
 Bad input raises :class:`MoleculeInputError` (a ``ValueError``) whose message names the file,
 the record (1-based) and its first line, and what is wrong. With ``skip_invalid=True`` the bad
-records are skipped and the same messages are appended to ``report`` instead. An empty file
-always raises (there is no record to skip).
+records are skipped and the same messages are appended to ``report`` instead. A missing, empty,
+unreadable or corrupt (gzip) file always raises (there is no record to skip).
+
+This is the only SDF reader of the package: :func:`iter_sdf_records` splits, decodes, checks and
+parses the records, and both :func:`iter_sdf` (molecules as written) and the dataset builders
+(``moldiff.data.sdf_dataset``: sanitized, kekulized training records) start from it.
 
 Decisions:
+  * Files are UTF-8 text (a UTF-8 byte-order mark is ignored); a name ending in ``.gz`` is
+    gzip-compressed, for every reader and writer. A line that is not UTF-8 makes its record bad.
   * SDF records are split on ``$$$$`` lines here (so errors carry line numbers) and each record is
     parsed by RDKit. A last record without ``$$$$`` is accepted when it is complete (``M  END``).
+  * A record is bad when its V2000 blocks are unreadable or truncated, RDKit cannot parse it, or
+    it has no atoms, an unknown element (``*``, ``R``, ...), non-finite coordinates or a bond type
+    other than single/double/triple/aromatic.
   * SD data items are read back as ``int`` when they look like integers, ``float`` when they parse
     as floats, else ``str``; floats are written with ``repr`` so they round-trip exactly.
   * Coordinates are written with RDKit's precision (4 decimals in V2000): round trips agree to
@@ -21,12 +30,15 @@ Decisions:
 
 from __future__ import annotations
 
+import contextlib
 import gzip
+import io
 import math
 import os
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Iterable, Iterator, Protocol, Sequence
+from typing import IO, Any, Callable, Iterable, Iterator, Protocol, Sequence
 
 import numpy as np
 from rdkit import Chem, rdBase
@@ -35,7 +47,7 @@ from moldiff.chem.molecule import ATOMIC_NUMBER, PERIODIC, Molecule
 from moldiff.chem.rdkit_conv import from_rdkit, to_rdkit
 from moldiff.utils.io import atomic_write
 
-SDF_SUFFIXES = (".sdf", ".sd", ".mol", ".sdf.gz", ".sd.gz")
+SDF_SUFFIXES = (".sdf", ".sd", ".mol", ".sdf.gz", ".sd.gz", ".mol.gz")
 XYZ_SUFFIXES = (".xyz", ".xyz.gz")
 
 
@@ -68,17 +80,76 @@ class VocabLike(Protocol):
     elements: Sequence[str]
 
 
-def _open_text(path: Path) -> IO[str]:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", newline=None)
-    return open(path, "r", newline=None)
+#: What a reader does with a bad record: ``None`` raises it; a handler receives it and the reader goes on.
+InvalidHandler = Callable[[MoleculeInputError], None]
 
 
-def _check_exists(path: Path) -> None:
+def skip_handler(skip_invalid: bool, report: list[str] | None = None) -> InvalidHandler | None:
+    """The handler for the ``skip_invalid``/``report`` arguments of the readers.
+
+    Returns:
+        ``None`` (bad records raise) unless ``skip_invalid``; then a handler appending each message to
+        ``report`` (if given).
+    """
+    if not skip_invalid:
+        return None
+
+    def handle(err: MoleculeInputError) -> None:
+        if report is not None:
+            report.append(str(err))
+
+    return handle
+
+
+def _fail(err: MoleculeInputError, on_invalid: InvalidHandler | None) -> None:
+    if on_invalid is None:
+        raise err
+    on_invalid(err)
+
+
+def check_input_file(path: str | os.PathLike) -> None:
+    """Raise ``MoleculeInputError`` (naming the path) for a missing path, a folder or an empty file."""
+    path = Path(path)
     if not path.exists():
         raise MoleculeInputError(path, "no such file or folder")
-    if path.is_file() and path.stat().st_size == 0:
+    if path.is_dir():
+        raise MoleculeInputError(path, "is a folder, not a file")
+    if path.stat().st_size == 0:
         raise MoleculeInputError(path, "file is empty (no molecule records)")
+
+
+def _not_utf8(raw: bytes, exc: UnicodeDecodeError) -> str:
+    return f"not UTF-8 text (byte 0x{raw[exc.start]:02x} at column {exc.start + 1}); convert the file to UTF-8"
+
+
+def iter_lines(path: str | os.PathLike) -> Iterator[tuple[int, str, str | None]]:
+    """Stream the lines of a UTF-8 text file, gzip-compressed if its name ends in ``.gz``.
+
+    Args:
+        path: the file.
+
+    Yields:
+        ``(line number (1-based), text without the line break, problem)``: ``problem`` is None, or
+        says that the line is not UTF-8 (``text`` then has U+FFFD for the undecodable bytes).
+
+    Raises:
+        MoleculeInputError: missing, empty or unreadable file (e.g. a corrupt gzip stream).
+    """
+    path = Path(path)
+    check_input_file(path)
+    try:
+        with gzip.open(path, "rb") if path.name.lower().endswith(".gz") else open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                raw = raw.rstrip(b"\r\n")
+                if lineno == 1 and raw.startswith(b"\xef\xbb\xbf"):
+                    raw = raw[3:]
+                try:
+                    text, problem = raw.decode("utf-8"), None
+                except UnicodeDecodeError as exc:
+                    text, problem = raw.decode("utf-8", errors="replace"), _not_utf8(raw, exc)
+                yield lineno, text, problem
+    except (OSError, EOFError) as exc:  # gzip.BadGzipFile, a truncated gzip stream, a read error
+        raise MoleculeInputError(path, f"cannot read the file: {exc}") from None
 
 
 def check_vocab(mol: Molecule, vocab: VocabLike | None) -> None:
@@ -109,34 +180,62 @@ def _strip_label(msg: str) -> str:
     return msg.split(": ", 1)[1] if msg.startswith("molecule ") and ": " in msg else msg
 
 
-def _fail(err: MoleculeInputError, skip_invalid: bool, report: list[str] | None) -> None:
-    if not skip_invalid:
-        raise err
-    if report is not None:
-        report.append(str(err))
-
-
 # ----------------------------------------------------------------------------------------- SDF
 
 
-def _split_sdf(fh: IO[str]) -> Iterator[tuple[int, int, list[str]]]:
-    """Yield ``(record_number, first_line_number, lines)`` per SDF record (1-based numbers)."""
-    lines: list[str] = []
+@dataclass
+class SDFRecord:
+    """One parsed SDF record, as the file gives it.
+
+    Attributes:
+        path: the file.
+        number: 1-based record number.
+        line: 1-based line number of its first line.
+        lines: its lines (molfile and SD data items, without ``$$$$``).
+        rdmol: the RDKit molecule (``sanitize=False``, ``removeHs=False``: all atoms, as written).
+        molecule: the same as a checked :class:`Molecule` (props: the SD data items as numbers or text).
+        data: the SD data items, tag -> raw text (value lines joined by newlines).
+    """
+
+    path: Path
+    number: int
+    line: int
+    lines: list[str]
+    rdmol: Chem.Mol
+    molecule: Molecule
+    data: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def title(self) -> str:
+        """The first line of the record (its name)."""
+        return self.lines[0].strip() if self.lines else ""
+
+    def error(self, problem: str, line: int | None = None) -> MoleculeInputError:
+        """A ``MoleculeInputError`` locating ``problem`` at this record (its first line by default)."""
+        return MoleculeInputError(self.path, problem, self.number, self.line if line is None else line)
+
+
+def _split_sdf(
+    lines: Iterable[tuple[int, str, str | None]],
+) -> Iterator[tuple[int, int, list[str], tuple[int, str] | None]]:
+    """Yield ``(record number, first line number, lines, first undecodable (line number, problem) or None)``."""
+    record_lines: list[str] = []
+    undecodable: tuple[int, str] | None = None
     start = 1
     record = 0
-    lineno = 0
-    for lineno, raw in enumerate(fh, start=1):
-        line = raw.rstrip("\r\n")
+    for lineno, line, problem in lines:
         if line.rstrip() == "$$$$":
             record += 1
-            yield record, start, lines
-            lines = []
+            yield record, start, record_lines, undecodable
+            record_lines, undecodable = [], None
             start = lineno + 1
         else:
-            lines.append(line)
-    if any(s.strip() for s in lines):
+            record_lines.append(line)
+            if problem is not None and undecodable is None:
+                undecodable = (lineno, problem)
+    if any(s.strip() for s in record_lines) or undecodable is not None:
         record += 1
-        yield record, start, lines
+        yield record, start, record_lines, undecodable
 
 
 def _precheck_v2000(lines: list[str]) -> tuple[str, int | None] | None:
@@ -183,13 +282,13 @@ def _parse_value(text: str) -> float | int | str:
         return text
 
 
-def _parse_sd_data(lines: list[str]) -> dict[str, Any]:
-    """SD data items (``> <tag>`` then value lines until a blank line) after ``M  END``."""
-    props: dict[str, Any] = {}
+def _parse_sd_data(lines: list[str]) -> dict[str, str]:
+    """SD data items (``> <tag>`` then value lines until a blank line) after ``M  END``, as raw text."""
+    items: dict[str, str] = {}
     try:
         k = next(i for i, ln in enumerate(lines) if ln.startswith("M  END")) + 1
     except StopIteration:
-        return props
+        return items
     while k < len(lines):
         m = _TAG.match(lines[k])
         k += 1
@@ -199,11 +298,15 @@ def _parse_sd_data(lines: list[str]) -> dict[str, Any]:
         while k < len(lines) and lines[k].strip() != "":
             value.append(lines[k])
             k += 1
-        props[m.group(1)] = _parse_value("\n".join(value))
-    return props
+        items[m.group(1)] = "\n".join(value)
+    return items
 
 
-def _parse_sdf_record(path: Path, record: int, start: int, lines: list[str], vocab: VocabLike | None) -> Molecule:
+def _parse_sdf_record(
+    path: Path, record: int, start: int, lines: list[str], undecodable: tuple[int, str] | None
+) -> SDFRecord:
+    if undecodable is not None:
+        raise MoleculeInputError(path, undecodable[1], record, undecodable[0])
     problem = _precheck_v2000(lines)
     if problem is not None:
         text, offset = problem
@@ -213,12 +316,39 @@ def _parse_sdf_record(path: Path, record: int, start: int, lines: list[str], voc
         rd = Chem.MolFromMolBlock(block, sanitize=False, removeHs=False, strictParsing=True)
     if rd is None:
         raise MoleculeInputError(path, "RDKit cannot parse this molfile record", record, start)
+    data = _parse_sd_data(lines)
     try:
         mol = from_rdkit(rd, name=lines[0].strip())
-        mol.props = _parse_sd_data(lines)
-        return _finish(mol, vocab)
+        mol.props = {k: _parse_value(v) for k, v in data.items()}
+        mol.check()
     except ValueError as exc:
         raise MoleculeInputError(path, _strip_label(str(exc)), record, start) from None
+    return SDFRecord(path, record, start, lines, rd, mol, data)
+
+
+def iter_sdf_records(path: str | os.PathLike, on_invalid: InvalidHandler | None = None) -> Iterator[SDFRecord]:
+    """Stream the checked, parsed records of an SDF file (``.gz``: gzip-compressed), one at a time.
+
+    Args:
+        path: ``.sdf`` / ``.sd`` / ``.mol`` file (``.gz`` allowed).
+        on_invalid: receives each bad record's error (default: raise it).
+
+    Raises:
+        MoleculeInputError: missing, empty or unreadable file, a file without records, or (without
+            ``on_invalid``) a bad record.
+    """
+    path = Path(path)
+    n = 0
+    for record, start, lines, undecodable in _split_sdf(iter_lines(path)):
+        n += 1
+        try:
+            parsed = _parse_sdf_record(path, record, start, lines, undecodable)
+        except MoleculeInputError as err:
+            _fail(err, on_invalid)
+            continue
+        yield parsed
+    if n == 0:
+        raise MoleculeInputError(path, "file is empty (no molecule records)")
 
 
 def iter_sdf(
@@ -238,18 +368,14 @@ def iter_sdf(
     Raises:
         MoleculeInputError: missing or empty file, or (unless ``skip_invalid``) a bad record.
     """
-    path = Path(path)
-    _check_exists(path)
-    n = 0
-    with _open_text(path) as fh:
-        for record, start, lines in _split_sdf(fh):
-            n += 1
-            try:
-                yield _parse_sdf_record(path, record, start, lines, vocab)
-            except MoleculeInputError as err:
-                _fail(err, skip_invalid, report)
-    if n == 0:
-        raise MoleculeInputError(path, "file is empty (no molecule records)")
+    on_invalid = skip_handler(skip_invalid, report)
+    for rec in iter_sdf_records(path, on_invalid):
+        try:
+            check_vocab(rec.molecule, vocab)
+        except ValueError as exc:
+            _fail(rec.error(str(exc)), on_invalid)
+            continue
+        yield rec.molecule
 
 
 def read_sdf(
@@ -286,10 +412,23 @@ def molecule_to_sdf_block(mol: Molecule) -> str:
     return "".join(out)
 
 
+@contextlib.contextmanager
+def _open_output(path: Path) -> Iterator[IO[str]]:
+    """Atomically written UTF-8 text, gzip-compressed when the name ends in ``.gz``."""
+    if path.name.lower().endswith(".gz"):
+        with atomic_write(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb") as gz, \
+                io.TextIOWrapper(gz, encoding="utf-8", newline="\n") as fh:
+            yield fh
+    else:
+        with atomic_write(path, "w", encoding="utf-8", newline="\n") as fh:
+            yield fh
+
+
 def write_sdf(mols: Iterable[Molecule], path: str | os.PathLike) -> int:
     """Write molecules (3D coordinates, bonds incl. aromatic flags, formal charges, props as SD tags).
 
     The file is written to a temporary sibling and renamed, so a crash never leaves half a file.
+    A name ending in ``.gz`` is written gzip-compressed.
 
     Returns:
         The number of molecules written.
@@ -297,15 +436,8 @@ def write_sdf(mols: Iterable[Molecule], path: str | os.PathLike) -> int:
     Raises:
         ValueError: a molecule without atoms, with non-finite coordinates or unknown elements.
     """
-    path = Path(path)
     n = 0
-    if path.name.endswith(".gz"):
-        with atomic_write(path, "wb") as fh, gzip.GzipFile(fileobj=fh, mode="wb") as gz:
-            for mol in mols:
-                gz.write(molecule_to_sdf_block(mol).encode())
-                n += 1
-        return n
-    with atomic_write(path) as fh:
+    with _open_output(Path(path)) as fh:
         for mol in mols:
             fh.write(molecule_to_sdf_block(mol))
             n += 1
@@ -336,28 +468,33 @@ def iter_xyz(
     with ``skip_invalid``, the rest is skipped and reported.
     """
     path = Path(path)
-    _check_exists(path)
-    with _open_text(path) as fh:
-        lines = [ln.rstrip("\r\n") for ln in fh]
+    on_invalid = skip_handler(skip_invalid, report)
+    lines, undecodable = [], {}
+    for lineno, line, problem in iter_lines(path):
+        lines.append(line)
+        if problem is not None:
+            undecodable[lineno] = problem
     i, frame = 0, 0
     while i < len(lines):
-        if not lines[i].strip():
+        if not lines[i].strip() and i + 1 not in undecodable:
             i += 1
             continue
         frame += 1
         start = i + 1
         try:
             n = int(lines[i].split()[0])
-            if n < 0:
+            if n < 0 or start in undecodable:
                 raise ValueError
         except (ValueError, IndexError):
-            err = MoleculeInputError(path, f"expected an atom count, got {lines[i].strip()[:40]!r}", frame, start)
-            _fail(err, skip_invalid, report)
-            if report is not None:
-                report.append(f"{path}: rest of the file after line {start} skipped")
+            problem = undecodable.get(start, f"expected an atom count, got {lines[i].strip()[:40]!r}")
+            _fail(MoleculeInputError(path, problem, frame, start), on_invalid)
+            _fail(MoleculeInputError(path, f"rest of the file after line {start} skipped"), on_invalid)
             return
         i += 2 + n
         try:
+            bad_line = next((ln for ln in range(start + 1, start + 2 + n) if ln in undecodable), None)
+            if bad_line is not None:
+                raise MoleculeInputError(path, undecodable[bad_line], frame, bad_line)
             if n == 0:
                 raise MoleculeInputError(path, "molecule has no atoms", frame, start)
             if start + 1 + n > len(lines):
@@ -386,7 +523,7 @@ def iter_xyz(
             except ValueError as exc:
                 raise MoleculeInputError(path, _strip_label(str(exc)), frame, start) from None
         except MoleculeInputError as err:
-            _fail(err, skip_invalid, report)
+            _fail(err, on_invalid)
 
 
 def read_xyz(
@@ -417,19 +554,20 @@ def read_xyz_dir(
     files = sorted((p for p in folder.iterdir() if p.is_file() and p.name.endswith(XYZ_SUFFIXES)), key=_natural_key)
     if not files:
         raise MoleculeInputError(folder, "folder contains no .xyz files")
+    on_invalid = skip_handler(skip_invalid, report)
     out: list[Molecule] = []
     for f in files:
         try:
             out.extend(read_xyz(f, skip_invalid, report, vocab))
         except MoleculeInputError as err:  # empty file inside a folder
-            _fail(err, skip_invalid, report)
+            _fail(err, on_invalid)
     return out
 
 
 def write_xyz(mol: Molecule | Iterable[Molecule], path: str | os.PathLike) -> None:
-    """Write one molecule, or several as frames of one file (atomically)."""
+    """Write one molecule, or several as frames of one file (atomically; ``.gz``: gzip-compressed)."""
     mols = [mol] if isinstance(mol, Molecule) else list(mol)
-    with atomic_write(path) as fh:
+    with _open_output(Path(path)) as fh:
         for m in mols:
             m.check()
             fh.write(f"{m.num_atoms}\n{m.name.replace(chr(10), ' ')}\n")

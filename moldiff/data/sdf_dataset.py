@@ -1,12 +1,13 @@
 """Custom datasets from any multi-record SDF file (conformers allowed).
 
 Recipe (``RECIPE_VERSION``; bump it when anything here changes and caches rebuild):
-  * records are read with ``Chem.SDMolSupplier(path, removeHs=False, sanitize=False)``: atoms
-    (hydrogens included) exactly as the file gives them;
-  * each record must have atoms, 3D coordinates (a conformer flagged 3D), finite coordinates,
-    known elements and pass RDKit sanitization; any other record is *bad*: an error naming the
-    file, the 1-based record number and what is wrong, or, with ``skip_invalid=True``, skipped
-    and listed in the build report;
+  * records are read with the package's SDF reader, :func:`moldiff.chem.io.iter_sdf_records`
+    (``.gz`` files are read compressed): atoms (hydrogens included) exactly as the file gives them;
+  * a record is *bad* when that reader rejects it (unreadable or truncated record, no atoms,
+    unknown element, non-finite coordinates, text that is not UTF-8, ...) or when it has no 3D
+    coordinates (a 2D record) or does not pass RDKit sanitization; a bad record is an error naming
+    the file, the 1-based record number, its first line and what is wrong, or, with
+    ``skip_invalid=True``, skipped and listed in the build report;
   * bonds are kekulized (bond classes none/single/double/triple; no aromatic class); RDKit's
     sanitization normalises a few groups (e.g. pentavalent nitro to the charge-separated form);
   * records with the same canonical SMILES (hydrogens and stereo removed) are conformers of one
@@ -34,7 +35,7 @@ import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterable, Iterator, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -43,18 +44,13 @@ from moldiff.chem.molecule import ATOMIC_NUMBER, Molecule
 from moldiff.data.cache import CacheWriter, MolCache
 from moldiff.data.vocab import Vocab
 
+if TYPE_CHECKING:
+    from moldiff.chem.io import SDFRecord
+
 RECIPE_VERSION = 1
 DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 #: At most this many bad records are listed one by one in the build report (all are counted).
 MAX_LISTED_INVALID = 1000
-
-
-class RecordError(ValueError):
-    """A bad input record; the message names the file, the record and the problem (``reason``)."""
-
-    def __init__(self, message: str, reason: str | None = None) -> None:
-        super().__init__(message)
-        self.reason = reason or message
 
 
 class FoundVocabWriter(CacheWriter):
@@ -253,36 +249,6 @@ def drop_hydrogens(mol: Molecule) -> Molecule:
     )
 
 
-def diagnose_unreadable(text: str) -> str:
-    """Best guess at why RDKit could not parse a MOL/SDF record (V2000 atom block checks)."""
-    lines = text.splitlines()
-    if not text.strip():
-        return "unreadable: empty record"
-    if len(lines) < 4:
-        return "unreadable: fewer than 4 lines (no counts line)"
-    counts = lines[3]
-    if "V3000" in counts:
-        return "unreadable: RDKit could not parse this V3000 record"
-    try:
-        n_atoms = int(counts[0:3])
-    except ValueError:
-        return f"unreadable: bad counts line {counts.strip()!r}"
-    for k in range(n_atoms):
-        if 4 + k >= len(lines):
-            return f"unreadable: the counts line announces {n_atoms} atoms but the atom block ends at atom {k}"
-        line = lines[4 + k]
-        try:
-            xyz = [float(line[0:10]), float(line[10:20]), float(line[20:30])]
-        except ValueError:
-            return f"unreadable coordinates at atom {k + 1}: {line[0:30].strip()!r}"
-        if not all(math.isfinite(v) for v in xyz):
-            return f"NaN or infinite coordinates at atom {k + 1}"
-        symbol = line[31:34].strip()
-        if symbol not in ATOMIC_NUMBER:
-            return f"unknown element {symbol!r} at atom {k + 1}"
-    return "unreadable: RDKit could not parse the record (bond block or properties)"
-
-
 def flat_smiles(rdmol: Any) -> str:
     """Canonical SMILES without stereo and hydrogens ("" if RDKit cannot sanitize the molecule).
 
@@ -298,16 +264,12 @@ def flat_smiles(rdmol: Any) -> str:
     return canonical_smiles(m) or ""
 
 
-def _bad(label: str, reason: str) -> RecordError:
-    return RecordError(f"{label}: {reason}", reason)
-
-
-def check_record(rdmol: Any, where: str, properties: Sequence[str] = (), heavy_atoms_only: bool = False) -> tuple:
-    """Validate and convert one parsed (unsanitized) SDF record.
+def check_record(record: SDFRecord, properties: Sequence[str] = (), heavy_atoms_only: bool = False) -> tuple:
+    """The training form of one SDF record: 3D, sanitized, kekulized, with numeric properties.
 
     Args:
-        rdmol: the RDKit molecule from ``SDMolSupplier(sanitize=False, removeHs=False)``.
-        where: ``"<file>: record <k>"`` for messages.
+        record: a record from :func:`moldiff.chem.io.iter_sdf_records` (already checked for atoms,
+            elements and finite coordinates).
         properties: SD tags to read as numbers.
         heavy_atoms_only: drop hydrogens.
 
@@ -315,58 +277,45 @@ def check_record(rdmol: Any, where: str, properties: Sequence[str] = (), heavy_a
         ``(Molecule, canonical SMILES, props [P] float64, has_implicit_h)``.
 
     Raises:
-        RecordError: naming ``where`` and the problem.
+        MoleculeInputError: naming the file, the record and the problem.
     """
     from rdkit import Chem
 
     from moldiff.chem.rdkit_conv import from_rdkit
 
-    title = rdmol.GetProp("_Name").strip() if rdmol.HasProp("_Name") else ""
-    label = f"{where}" + (f" ({title!r})" if title else "")
-    if rdmol.GetNumAtoms() == 0:
-        raise _bad(label, "no atoms")
-    for a in rdmol.GetAtoms():
-        if a.GetAtomicNum() == 0 or a.GetSymbol() not in ATOMIC_NUMBER:
-            raise _bad(label, f"unknown element {a.GetSymbol()!r} at atom {a.GetIdx() + 1}")
-    if rdmol.GetNumConformers() == 0:
-        raise _bad(label, "no 3D coordinates (no conformer)")
-    conf = rdmol.GetConformer()
-    pos = np.asarray(conf.GetPositions(), dtype=np.float64)
-    if not np.isfinite(pos).all():
-        bad = int(np.argwhere(~np.isfinite(pos))[0, 0])
-        raise _bad(label, f"NaN or infinite coordinates at atom {bad + 1}")
-    if not conf.Is3D() and rdmol.GetNumAtoms() > 1:
-        raise _bad(label, "no 3D coordinates (2D record: all z = 0 or flagged 2D)")
+    rdmol = record.rdmol
+    if not rdmol.GetConformer().Is3D() and rdmol.GetNumAtoms() > 1:
+        raise record.error("no 3D coordinates (2D record: all z = 0 or flagged 2D)")
     values = np.zeros(len(properties), dtype=np.float64)
     for k, p in enumerate(properties):
-        if not rdmol.HasProp(p):
-            raise _bad(label, f"SD tag <{p}> missing")
-        raw = rdmol.GetProp(p).strip()
+        if p not in record.data:
+            raise record.error(f"SD tag <{p}> missing")
+        raw = record.data[p].strip()
         try:
             values[k] = float(raw)
         except ValueError:
-            raise _bad(label, f"SD tag <{p}> = {raw!r} is not a number") from None
+            raise record.error(f"SD tag <{p}> = {raw!r} is not a number") from None
         if not math.isfinite(values[k]):
-            raise _bad(label, f"SD tag <{p}> = {raw!r} is not a finite number")
+            raise record.error(f"SD tag <{p}> = {raw!r} is not a finite number")
     m = Chem.Mol(rdmol)
     try:
         # keep the file's Kekule structure where it gives one: aromaticity is not re-perceived
         Chem.SanitizeMol(m, Chem.SanitizeFlags.SANITIZE_ALL ^ Chem.SanitizeFlags.SANITIZE_SETAROMATICITY)
-        mol = from_rdkit(m, name=title or where, kekulize=True)
+        mol = from_rdkit(m, name=record.title or f"record {record.number}", kekulize=True)
     except Exception as exc:  # noqa: BLE001 - RDKit raises several types
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise _bad(label, f"RDKit sanitization failed: {msg}") from None
+        raise record.error(f"RDKit sanitization failed: {msg}") from None
     implicit_h = any(a.GetNumImplicitHs() > 0 for a in m.GetAtoms())
     smiles = flat_smiles(m)
     mol.props = {}
     if heavy_atoms_only:
         mol = drop_hydrogens(mol)
         if mol.num_atoms == 0:
-            raise _bad(label, "no atoms left after dropping hydrogens")
+            raise record.error("no atoms left after dropping hydrogens")
     return mol, smiles, values, implicit_h
 
 
-def iter_sdf(
+def iter_dataset_records(
     path: str | os.PathLike,
     properties: Sequence[str] = (),
     skip_invalid: bool = False,
@@ -374,10 +323,10 @@ def iter_sdf(
     invalid: list[dict] | None = None,
     progress: bool = True,
 ) -> Iterator[tuple[int, Molecule, str, np.ndarray, bool]]:
-    """Stream the records of an SDF file as checked, kekulized molecules.
+    """Stream the records of an SDF file as checked, kekulized molecules (see :func:`check_record`).
 
     Args:
-        path: the SDF file.
+        path: the SDF file (``.gz``: gzip-compressed).
         properties: SD tags to read as numbers.
         skip_invalid: skip bad records (appended to ``invalid`` as ``{"record", "error"}``) instead of raising.
         heavy_atoms_only: drop hydrogens.
@@ -388,45 +337,26 @@ def iter_sdf(
         ``(record number (1-based), Molecule, canonical SMILES, props [P], has_implicit_h)``.
 
     Raises:
-        FileNotFoundError: if ``path`` does not exist.
-        ValueError: if the file holds no records.
-        RecordError: for a bad record, unless ``skip_invalid``.
+        MoleculeInputError: a missing, empty or unreadable file, or (unless ``skip_invalid``) a bad record.
     """
-    from rdkit import Chem, rdBase
+    from moldiff.chem.io import MoleculeInputError, iter_sdf_records
 
+    def skip(err: MoleculeInputError) -> None:
+        if invalid is not None:
+            invalid.append({"record": err.record, "error": err.problem})
+
+    on_invalid = skip if skip_invalid else None
     p = Path(path).expanduser()
-    if not p.exists():
-        raise FileNotFoundError(f"SDF file not found: {p}")
-    if p.is_dir():
-        raise IsADirectoryError(f"expected an SDF file, got a directory: {p}")
-    if p.suffix.lower() == ".gz":
-        raise ValueError(f"{p} is compressed: decompress it first (gunzip) and point data.path at the .sdf")
-    if p.stat().st_size == 0 or (p.stat().st_size < 4096 and not p.read_bytes().strip()):
-        raise ValueError(f"SDF file {p} is empty (no records)")
-    try:
-        with rdBase.BlockLogs():
-            supplier = Chem.SDMolSupplier(str(p), removeHs=False, sanitize=False)
-            total = len(supplier)
-    except OSError as exc:
-        raise OSError(f"cannot read SDF file {p}: {exc}") from None
-    if total == 0:
-        raise ValueError(f"SDF file {p} is empty (no records)")
-    for k in tqdm(range(total), desc=f"reading {p.name}", disable=not progress, mininterval=2, unit="rec"):
-        where = f"{p}: record {k + 1}"
+    records = iter_sdf_records(p, on_invalid)
+    for rec in tqdm(records, desc=f"reading {p.name}", disable=not progress, mininterval=2, unit="rec"):
         try:
-            with rdBase.BlockLogs():
-                rdmol = supplier[k]
-            if rdmol is None:
-                reason = diagnose_unreadable(supplier.GetItemText(k))
-                raise RecordError(f"{where}: {reason}", reason)
-            mol, smiles, values, implicit_h = check_record(rdmol, where, properties, heavy_atoms_only)
-        except RecordError as exc:
-            if not skip_invalid:
+            mol, smiles, values, implicit_h = check_record(rec, properties, heavy_atoms_only)
+        except MoleculeInputError as err:
+            if on_invalid is None:
                 raise
-            if invalid is not None:
-                invalid.append({"record": k + 1, "error": exc.reason})
+            on_invalid(err)
             continue
-        yield k + 1, mol, smiles, values, implicit_h
+        yield rec.number, mol, smiles, values, implicit_h
 
 
 def prepare_sdf(
@@ -462,14 +392,16 @@ def prepare_sdf(
         progress: show a progress bar.
 
     Raises:
-        FileNotFoundError, ValueError, RecordError: with the file (and record) named.
+        MoleculeInputError: a missing, empty or unreadable file, or a bad record (file and record named).
+        ValueError: bad options, or no valid record.
     """
     props = [str(p) for p in (properties or [])]
     check_fractions(split_fractions)
     options = sdf_options(skip_invalid, props, split_fractions, seed, heavy_atoms_only)
+    from moldiff.chem.io import check_input_file
+
     p = Path(path).expanduser()
-    if not p.exists():
-        raise FileNotFoundError(f"SDF file not found: {p}")
+    check_input_file(p)
     fingerprint = source if source is not None else file_fingerprint(p, options)
     units = {k: (prop_units or {}).get(k, "") for k in props}
     writer = FoundVocabWriter(out, name or sdf_cache_name(p, heavy_atoms_only), recipe_version, props, units)
@@ -477,7 +409,9 @@ def prepare_sdf(
     groups: list[str] = []
     implicit_h = 0
     records = 0
-    for rec, mol, smiles, values, has_implicit in iter_sdf(p, props, skip_invalid, heavy_atoms_only, invalid, progress):
+    for rec, mol, smiles, values, has_implicit in iter_dataset_records(
+        p, props, skip_invalid, heavy_atoms_only, invalid, progress
+    ):
         records = rec
         implicit_h += int(has_implicit)
         writer.add(mol, smiles, values, key=f"record{rec}")

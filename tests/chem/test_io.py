@@ -231,3 +231,66 @@ def test_draw_grid_including_unsanitizable(tmp_path, mols):
     out = tmp_path / "grid.png"
     draw_grid([*mols, pentavalent], out, mols_per_row=2)
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ------------------------------------------------------------------- encodings and compression
+
+
+def test_non_utf8_sdf_is_a_one_line_error_naming_file_and_record(tmp_path):
+    records = (FIX / "four.sdf").read_bytes().split(b"$$$$\n")
+    latin1 = records[1].replace(b"methane", "m\u00e9thane".encode("latin-1"), 1)
+    path = tmp_path / "latin1.sdf"
+    path.write_bytes(b"$$$$\n".join([records[0], latin1, *records[2:]]))
+    with pytest.raises(MoleculeInputError) as info:
+        read_sdf(path)
+    msg = str(info.value)
+    assert "latin1.sdf" in msg and "record 2" in msg and "not UTF-8" in msg and "0xe9" in msg
+    assert len(msg.splitlines()) == 1 and info.value.record == 2
+    report: list[str] = []
+    assert len(read_sdf(path, skip_invalid=True, report=report)) == 3
+    assert len(report) == 1 and "not UTF-8" in report[0]
+
+
+def test_non_utf8_xyz_is_a_one_line_error(tmp_path):
+    path = tmp_path / "latin1.xyz"
+    path.write_bytes("1\ncaf\u00e9\nC 0 0 0\n".encode("latin-1"))
+    with pytest.raises(MoleculeInputError) as info:
+        read_xyz(path)
+    assert "latin1.xyz" in str(info.value) and "not UTF-8" in str(info.value) and info.value.line == 2
+
+
+def test_utf8_names_and_byte_order_mark(tmp_path):
+    path = tmp_path / "bom.sdf"
+    text = (FIX / "water.sdf").read_text().replace("water", "w\u00e4ter", 1)
+    path.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert read_sdf(path)[0].name == "w\u00e4ter"
+
+
+def test_gz_is_handled_by_every_reader_and_writer(tmp_path, mols):
+    write_xyz(mols, tmp_path / "all.xyz.gz")
+    with gzip.open(tmp_path / "all.xyz.gz", "rt") as fh:
+        assert fh.readline().strip() == str(mols[0].num_atoms)
+    assert [m.name for m in read_molecules(tmp_path / "all.xyz.gz")] == [m.name for m in mols]
+    with gzip.open(tmp_path / "four.sdf.gz", "wb") as fh:
+        fh.write((FIX / "four.sdf").read_bytes())
+    for a, b in zip(read_sdf(FIX / "four.sdf"), read_sdf(tmp_path / "four.sdf.gz")):
+        assert_same(a, b, tol=0.0)
+        assert a.name == b.name and a.props == b.props
+
+
+def test_corrupt_gz_is_a_one_line_error(tmp_path):
+    path = tmp_path / "broken.sdf.gz"
+    path.write_bytes((FIX / "water.sdf").read_bytes())  # not gzip-compressed
+    with pytest.raises(MoleculeInputError, match="broken.sdf.gz: cannot read the file"):
+        read_sdf(path)
+    with gzip.open(path, "wb") as fh:
+        fh.write((FIX / "four.sdf").read_bytes())
+    path.write_bytes(path.read_bytes()[:-20])  # truncated stream
+    with pytest.raises(MoleculeInputError, match="broken.sdf.gz: cannot read the file"):
+        read_sdf(path)
+
+
+def test_folder_given_as_sdf(tmp_path):
+    (tmp_path / "d.sdf").mkdir()
+    with pytest.raises(MoleculeInputError, match="is a folder"):
+        read_sdf(tmp_path / "d.sdf")

@@ -55,4 +55,13 @@ def test_missing_file_and_bad_record(tmp_path):
     )
     res = _run(["data=sdf", f"data.path={bad}", f"data.root={tmp_path}"], tmp_path)
     assert res.returncode == 2 and "Traceback" not in res.stderr
-    assert f"{bad}: record 1" in res.stderr and "unknown element 'Qq'" in res.stderr
+    assert f"{bad}, record 1, line 5: atom 1: unknown element 'Qq'" in res.stderr
+
+
+def test_non_utf8_file_is_one_line(tmp_path):
+    bad = tmp_path / "latin1.sdf"
+    bad.write_bytes(FIXTURE.read_bytes().replace(b"\n", "\n\u00e9".encode("latin-1"), 1))
+    res = _run(["data=sdf", f"data.path={bad}", f"data.root={tmp_path}"], tmp_path)
+    assert res.returncode == 2 and "Traceback" not in res.stderr
+    last = res.stderr.strip().splitlines()[-1]  # after the progress bar
+    assert last.startswith(f"error: {bad}, record 1, line 2: not UTF-8 text (byte 0xe9")

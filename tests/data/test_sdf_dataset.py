@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import os
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
 from rdkit import Chem
 from rdkit.Chem import AllChem
 
+from moldiff.chem.io import MoleculeInputError
 from moldiff.chem.rdkit_conv import canonical_smiles, to_rdkit
 from moldiff.data.registry import prepare_dataset
-from moldiff.data.sdf_dataset import RecordError, prepare_sdf, split_by_group
+from moldiff.data.sdf_dataset import prepare_sdf, split_by_group
 
 
 def _records(path) -> list[str]:
@@ -94,10 +96,10 @@ def test_split_by_group_is_deterministic_and_order_free():
 
 BAD_CASES = {
     "no atoms": lambda r: "empty\n     RDKit          3D\n\n  0  0  0  0  0  0  0  0  0  0999 V2000\nM  END\n$$$$\n",
-    "unknown element 'Xx' at atom 1": lambda r: _replace_atom_line(r, 1, lambda ln: ln[:31] + "Xx " + ln[34:]),
-    "NaN or infinite coordinates at atom 2": lambda r: _replace_atom_line(r, 2, lambda ln: "       nan" + ln[10:]),
+    "atom 1: unknown element 'Xx'": lambda r: _replace_atom_line(r, 1, lambda ln: ln[:31] + "Xx " + ln[34:]),
+    "atom 2: non-finite (NaN/inf) coordinates": lambda r: _replace_atom_line(r, 2, lambda ln: "       nan" + ln[10:]),
     "no 3D coordinates": lambda r: Chem.MolToMolBlock(Chem.MolFromSmiles("CCO")) + "$$$$\n",
-    "unreadable": lambda r: "garbage\nnot a\nmol block\nat all\nM  END\n$$$$\n",
+    "cannot read the atom/bond counts": lambda r: "garbage\nnot a\nmol block\nat all\nM  END\n$$$$\n",
     "SD tag <energy> = 'high' is not a number": lambda r: re.sub(r"(<energy>[^\n]*\n)[^\n]*", r"\1high", r),
     "RDKit sanitization failed": lambda r: _replace_atom_line(r, 1, lambda ln: ln[:31] + "N  " + ln[34:]),
 }
@@ -108,23 +110,24 @@ def test_bad_record_is_named(tmp_path, conformer_sdf, problem):
     recs = _records(conformer_sdf)[:3]
     recs[1] = BAD_CASES[problem](recs[1])
     path = _write(tmp_path / "bad.sdf", recs)
-    with pytest.raises(RecordError) as exc:
+    with pytest.raises(MoleculeInputError) as exc:
         prepare_sdf(tmp_path / "c", path, properties=["energy"], progress=False)
     msg = str(exc.value)
     assert str(path) in msg and "record 2" in msg and problem in msg, msg
+    assert exc.value.record == 2 and len(msg.splitlines()) == 1
     assert not (tmp_path / "c").exists()
 
 
 def test_skip_invalid_lists_bad_records(tmp_path, conformer_sdf):
     recs = _records(conformer_sdf)
-    recs[2] = BAD_CASES["unknown element 'Xx' at atom 1"](recs[2])
+    recs[2] = BAD_CASES["atom 1: unknown element 'Xx'"](recs[2])
     recs[5] = BAD_CASES["no atoms"](recs[5])
     path = _write(tmp_path / "mixed.sdf", recs)
     cache = prepare_sdf(tmp_path / "c", path, skip_invalid=True, progress=False)
     rep = cache.meta["report"]
     assert len(cache) == 12 and rep["invalid_records"] == 2 and rep["input_records"] == 14
     assert [(e["record"], e["error"]) for e in rep["invalid"]] == [
-        (3, "unknown element 'Xx' at atom 1"), (6, "no atoms")]
+        (3, "atom 1: unknown element 'Xx'"), (6, "has no atoms")]
 
 
 def test_empty_and_missing_files(tmp_path):
@@ -132,7 +135,7 @@ def test_empty_and_missing_files(tmp_path):
     empty.write_text("")
     with pytest.raises(ValueError, match="empty"):
         prepare_sdf(tmp_path / "c", empty, progress=False)
-    with pytest.raises(FileNotFoundError, match="nope.sdf"):
+    with pytest.raises(MoleculeInputError, match="nope.sdf: no such file"):
         prepare_sdf(tmp_path / "c", tmp_path / "nope.sdf", progress=False)
     only_bad = _write(tmp_path / "bad.sdf", [BAD_CASES["no atoms"]("")])
     with pytest.raises(ValueError, match="no valid records"):
@@ -140,7 +143,7 @@ def test_empty_and_missing_files(tmp_path):
 
 
 def test_missing_property_tag(tmp_path, conformer_sdf):
-    with pytest.raises(RecordError, match=r"record 1 .*SD tag <logp> missing"):
+    with pytest.raises(MoleculeInputError, match=r"record 1, line 1: SD tag <logp> missing"):
         prepare_sdf(tmp_path / "c", conformer_sdf, properties=["logp"], progress=False)
 
 
@@ -212,3 +215,47 @@ def test_unknown_option_is_named(tmp_path, conformer_sdf):
         prepare_dataset("sdf", root=str(tmp_path), path=str(conformer_sdf), limit=3)
     with pytest.raises(ValueError, match="needs a path"):
         prepare_dataset("sdf", root=str(tmp_path))
+
+
+# ------------------------------------------------- one reader: moldiff.chem.io and the dataset agree
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.mark.parametrize("name", ["truncated.sdf", "unknown_element.sdf", "nan_coords.sdf", "no_atoms.sdf"])
+def test_dataset_and_reader_reject_a_record_with_the_same_error(tmp_path, name):
+    from moldiff.chem.io import read_sdf
+
+    with pytest.raises(MoleculeInputError) as by_reader:
+        read_sdf(FIXTURES / name)
+    with pytest.raises(MoleculeInputError) as by_dataset:
+        prepare_sdf(tmp_path / "c", FIXTURES / name, progress=False)
+    assert str(by_dataset.value) == str(by_reader.value)
+
+
+def test_gz_file_builds_the_same_cache(tmp_path, conformer_sdf):
+    import gzip
+
+    gz = tmp_path / "data_conformers.sdf.gz"
+    with gzip.open(gz, "wb") as fh:
+        fh.write(conformer_sdf.read_bytes())
+    plain = prepare_sdf(tmp_path / "plain", conformer_sdf, properties=["energy"], progress=False)
+    packed = prepare_dataset("sdf", root=str(tmp_path), path=str(gz), properties=["energy"], progress=False)
+    assert packed.path.name == "sdf_data_conformers" and len(packed) == len(plain) == 14
+    assert packed.smiles == plain.smiles
+    np.testing.assert_array_equal(packed.pos.numpy(), plain.pos.numpy())
+    np.testing.assert_array_equal(packed.props.numpy(), plain.props.numpy())
+    np.testing.assert_array_equal(packed.split, plain.split)
+
+
+def test_non_utf8_record_is_named(tmp_path, conformer_sdf):
+    recs = [r.encode() for r in _records(conformer_sdf)[:3]]
+    recs[1] = b"\xe9thanol" + recs[1][recs[1].index(b"\n"):]
+    path = tmp_path / "latin1.sdf"
+    path.write_bytes(b"".join(recs))
+    with pytest.raises(MoleculeInputError) as exc:
+        prepare_sdf(tmp_path / "c", path, progress=False)
+    msg = str(exc.value)
+    assert str(path) in msg and "record 2" in msg and "not UTF-8" in msg and len(msg.splitlines()) == 1
+    cache = prepare_sdf(tmp_path / "c", path, skip_invalid=True, progress=False)
+    assert len(cache) == 2 and cache.meta["report"]["invalid"][0]["record"] == 2
