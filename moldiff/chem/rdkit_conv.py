@@ -1,20 +1,26 @@
-"""Molecule <-> RDKit ``Mol`` (with one 3D conformer). Lossless for elements, charges, bonds, coordinates."""
+"""Molecule <-> RDKit ``Mol`` (with one 3D conformer), lossless for elements, charges, bonds and
+coordinates; the bond-code map; canonical SMILES; bond perception from coordinates."""
 
 from __future__ import annotations
+
+import contextlib
 
 import numpy as np
 from rdkit import Chem, rdBase
 from rdkit.Geometry import Point3D
 
 from moldiff.chem.molecule import AROMATIC, DOUBLE, SINGLE, TRIPLE, Molecule
+from moldiff.utils.io import quiet_c_output
 
-_TO_RDKIT = {
+#: Bond code of :class:`~moldiff.chem.molecule.Molecule` -> RDKit bond type.
+RDKIT_BOND_TYPE = {
     SINGLE: Chem.BondType.SINGLE,
     DOUBLE: Chem.BondType.DOUBLE,
     TRIPLE: Chem.BondType.TRIPLE,
     AROMATIC: Chem.BondType.AROMATIC,
 }
-_FROM_RDKIT = {v: k for k, v in _TO_RDKIT.items()}
+#: RDKit bond type -> bond code (the inverse of :data:`RDKIT_BOND_TYPE`).
+BOND_CODE = {v: k for k, v in RDKIT_BOND_TYPE.items()}
 
 
 def to_rdkit(mol: Molecule, sanitize: bool = False) -> Chem.Mol:
@@ -31,7 +37,7 @@ def to_rdkit(mol: Molecule, sanitize: bool = False) -> Chem.Mol:
         atom.SetNoImplicit(True)
         rw.AddAtom(atom)
     for i, j, code in mol.bonds:
-        rw.AddBond(int(i), int(j), _TO_RDKIT[int(code)])
+        rw.AddBond(int(i), int(j), RDKIT_BOND_TYPE[int(code)])
         if int(code) == AROMATIC:
             rw.GetBondBetweenAtoms(int(i), int(j)).SetIsAromatic(True)
             rw.GetAtomWithIdx(int(i)).SetIsAromatic(True)
@@ -78,9 +84,9 @@ def from_rdkit(rdmol: Chem.Mol, name: str | None = None, conf_id: int = -1, keku
     bonds = []
     for b in rdmol.GetBonds():
         bt = b.GetBondType()
-        if bt not in _FROM_RDKIT:
+        if bt not in BOND_CODE:
             raise ValueError(f"unsupported bond type {bt} between atoms {b.GetBeginAtomIdx() + 1} and {b.GetEndAtomIdx() + 1}")
-        bonds.append((b.GetBeginAtomIdx(), b.GetEndAtomIdx(), _FROM_RDKIT[bt]))
+        bonds.append((b.GetBeginAtomIdx(), b.GetEndAtomIdx(), BOND_CODE[bt]))
     props = {}
     for k, v in rdmol.GetPropsAsDict(includePrivate=False, includeComputed=False).items():
         props[k] = v
@@ -100,3 +106,33 @@ def canonical_smiles(rdmol: Chem.Mol) -> str | None:
         return Chem.MolToSmiles(m, isomericSmiles=False)
     except Exception:
         return None
+
+
+def determine_bonds(rdmol: Chem.Mol, charge: int = 0, sanitize: bool = False) -> tuple[Chem.Mol | None, bool]:
+    """Bonds and formal charges perceived from 3D coordinates by RDKit's ``DetermineBonds``.
+
+    The plain (connectivity + bond order) perception is tried first; when it fails (or, with
+    ``sanitize``, its result does not sanitize) it is retried with ``useHueckel=True`` (extended
+    Hueckel connectivity; the C library's warnings are silenced).
+
+    Args:
+        rdmol: atoms with one 3D conformer (it is not modified).
+        charge: total charge of the molecule.
+        sanitize: also require ``Chem.SanitizeMol`` to succeed (the result is then sanitized).
+
+    Returns:
+        ``(molecule with bonds, whether the Hueckel retry gave it)``, or ``(None, False)`` when both fail.
+    """
+    from rdkit.Chem import rdDetermineBonds
+
+    for hueckel in (False, True):
+        m = Chem.Mol(rdmol)
+        try:
+            with quiet_c_output() if hueckel else contextlib.nullcontext():
+                rdDetermineBonds.DetermineBonds(m, charge=charge, useHueckel=hueckel)
+            if sanitize:
+                Chem.SanitizeMol(m)
+            return m, hueckel
+        except Exception:  # noqa: BLE001 - RDKit raises several types
+            continue
+    return None, False

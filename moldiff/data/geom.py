@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import json
 import math
-import multiprocessing as mp
 import os
 import pickle
 from pathlib import Path
@@ -40,17 +39,13 @@ import numpy as np
 from tqdm import tqdm
 
 from moldiff.data.cache import MolCache
-from moldiff.data.sdf_dataset import (
-    DEFAULT_SPLIT_FRACTIONS,
-    FoundVocabWriter,
-    _normalise,
-    check_fractions,
-    drop_hydrogens,
-    flat_smiles,
-    split_by_group,
-)
+from moldiff.data.recipe import DatasetRecipe
+from moldiff.data.sdf_dataset import FoundVocabWriter, drop_hydrogens, flat_smiles
+from moldiff.data.source import source_fingerprint
+from moldiff.data.splits import DEFAULT_SPLIT_FRACTIONS, check_fractions, split_by_group
+from moldiff.utils.parallel import worker_map
 
-RECIPE_VERSION = 1
+RECIPE_VERSION = 2  # 2: the build report records the summary file like every recipe (path, size, mtime, SHA-256)
 DEFAULT_N_CONFORMERS = 5
 SUMMARY_FILE = "summary_drugs.json"
 #: name -> (key in a GEOM conformer dict, unit)
@@ -111,26 +106,12 @@ def geom_options(
     }
 
 
-def geom_source_stale(meta: dict, path: str | os.PathLike, options: dict[str, Any]) -> str | None:
-    """Why a GEOM cache is out of date (other summary file, summary changed, options changed), else None.
-
-    A missing source is not a reason to rebuild: the cache is used as it is.
-    """
-    built = (meta.get("report") or {}).get("source")
-    if not isinstance(built, dict):
-        return "the cache does not record its source"
+def geom_source_file(path: str | os.PathLike) -> Path:
+    """The file a GEOM cache is checked against: ``summary_drugs.json`` (``path`` itself if there is none)."""
     try:
-        s = summary_path(path).resolve()
+        return summary_path(path)
     except FileNotFoundError:
-        return None
-    st = s.stat()
-    if built.get("summary") != str(s):
-        return f"it was built from {built.get('summary')}, not {s}"
-    if built.get("options") != _normalise(options):
-        return f"options changed ({built.get('options')} -> {_normalise(options)})"
-    if built.get("size") != st.st_size or built.get("mtime_ns") != st.st_mtime_ns:
-        return f"{s} changed"
-    return None
+        return Path(str(path)).expanduser()
 
 
 def _conformer_sort_key(conf: dict) -> tuple:
@@ -258,8 +239,7 @@ def prepare_geom(
     check_fractions(split_fractions)
     summary = summary_path(path).resolve()
     options = geom_options(n_conformers, limit, split_fractions, seed, heavy_atoms_only, strict)
-    st = summary.stat()
-    source = {"summary": str(summary), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "options": _normalise(options)}
+    source = source_fingerprint(options, summary)
     entries = _read_summary(summary, int(limit) if limit else None)
     tasks: Iterable = ((smi, file, n_conformers, bool(heavy_atoms_only)) for smi, file in entries)
     units = {k: u for k, (_, u) in PROPERTIES.items()}
@@ -271,11 +251,7 @@ def prepare_geom(
         "dropped_conformers": 0, "smiles_disagree_conformers": 0, "problem_files": [],
     }
     groups: list[str] = []
-    workers = max(1, int(workers))
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    pool = ctx.Pool(workers) if workers > 1 else None
-    results = pool.imap(load_geom_molecule, tasks, chunksize=8) if pool else map(load_geom_molecule, tasks)
-    try:
+    with worker_map(load_geom_molecule, tasks, workers, chunksize=8) as results:
         for res in tqdm(results, total=len(entries), desc="geom: reading pickles", disable=not progress, mininterval=2):
             report["input_molecules"] += 1
             status = res["status"]
@@ -308,9 +284,6 @@ def prepare_geom(
                 writer.add(mol, smi, props, key=f"{res['smiles']}#{k}")
                 groups.append(res["smiles"])
             report["kept_conformers"] += len(res["confs"])
-    finally:
-        if pool:
-            pool.terminate()
     if len(writer) == 0:
         raise ValueError(f"GEOM: no usable conformers from {summary} ({report['input_molecules']} molecules read; "
                          f"{report['missing_pickles']} missing and {report['bad_pickles']} unreadable pickles)")
@@ -320,3 +293,15 @@ def prepare_geom(
         "skipped; conformers whose graph differs from the summary SMILES are kept; split by molecule"
     )
     return writer.finish(split, half, report)
+
+
+#: GEOM-Drugs' recipe: rebuilt when the options or the content of ``summary_drugs.json`` change.
+RECIPE = DatasetRecipe(
+    name="geom",
+    version=RECIPE_VERSION,
+    prepare=prepare_geom,
+    cache_name=geom_cache_name,
+    content_options=geom_options,
+    source_file=geom_source_file,
+    requires_path=True,
+)

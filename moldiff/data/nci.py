@@ -23,7 +23,6 @@ entry says how many SMILES were dropped at each step and why.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import time
 from pathlib import Path
 from typing import Any, Iterator, Sequence
@@ -31,8 +30,12 @@ from typing import Any, Iterator, Sequence
 from tqdm import tqdm
 
 from moldiff.data.cache import MolCache
-from moldiff.data.sdf_dataset import DEFAULT_SPLIT_FRACTIONS, _normalise, check_fractions, prepare_sdf
+from moldiff.data.recipe import DatasetRecipe
+from moldiff.data.sdf_dataset import prepare_sdf
+from moldiff.data.source import source_fingerprint
+from moldiff.data.splits import DEFAULT_SPLIT_FRACTIONS, check_fractions
 from moldiff.utils.io import atomic_write
+from moldiff.utils.parallel import worker_map
 
 RECIPE_VERSION = 1
 DRUG_LIKE_ELEMENTS = ("H", "C", "N", "O", "F", "P", "S", "Cl", "Br", "I")
@@ -77,16 +80,6 @@ def nci_options(
         "seed": int(seed),
         "split_fractions": [float(x) for x in split_fractions],
     }
-
-
-def nci_source_stale(meta: dict, options: dict[str, Any]) -> str | None:
-    """Why an NCI cache is out of date (options changed), else None."""
-    built = (meta.get("report") or {}).get("source")
-    if not isinstance(built, dict):
-        return "the cache does not record its source"
-    if built.get("options") != _normalise(options):
-        return f"options changed ({built.get('options')} -> {_normalise(options)})"
-    return None
 
 
 def select_candidates(lines: Sequence[str], counts: dict[str, int]) -> Iterator[tuple[int, str, str]]:
@@ -230,16 +223,13 @@ def prepare_nci(
     candidates = list(select_candidates(lines, counts))
     tasks = ((ln, nid, smi, n_conformers, int(seed)) for ln, nid, smi in candidates)
     workers = max(1, int(workers))
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    pool = ctx.Pool(workers) if workers > 1 else None
-    results = pool.imap(embed_molecule, tasks, chunksize=4) if pool else map(embed_molecule, tasks)
     kept = conformers = not_converged = tried = 0
     atoms: list[int] = []
     sdf_path = nci_sdf_path(out)
     bar = tqdm(total=limit or len(candidates), desc="nci: embedding", disable=not progress, mininterval=2,
                unit="mol")
     try:
-        with atomic_write(sdf_path) as fh:
+        with worker_map(embed_molecule, tasks, workers, chunksize=4) as results, atomic_write(sdf_path) as fh:
             for res in results:
                 tried += 1
                 if res["status"] != "ok":
@@ -258,8 +248,6 @@ def prepare_nci(
                 raise ValueError(f"NCI: no molecule could be embedded from {src}")
     finally:
         bar.close()
-        if pool:
-            pool.terminate()
     embed_s = time.time() - t0
     report = {
         "smiles_file": str(src),
@@ -284,7 +272,7 @@ def prepare_nci(
     import rdkit
 
     report["rdkit_version"] = rdkit.__version__
-    source = {"smiles_file": str(src), "options": _normalise(nci_options(limit, n_conformers, seed, split_fractions))}
+    source = source_fingerprint(nci_options(limit, n_conformers, seed, split_fractions), src)
     return prepare_sdf(
         out,
         sdf_path,
@@ -298,3 +286,10 @@ def prepare_nci(
         extra_report={"nci": report},
         progress=progress,
     )
+
+
+#: The NCI recipe: rebuilt when the options change (the SMILES file is recorded, not checked:
+#: finding it needs RDKit, and staleness is checked without RDKit).
+RECIPE = DatasetRecipe(
+    name="nci", version=RECIPE_VERSION, prepare=prepare_nci, cache_name=nci_cache_name, content_options=nci_options
+)

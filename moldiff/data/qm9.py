@@ -15,14 +15,9 @@ Recipe (``RECIPE_VERSION``; bump it when anything here changes and caches rebuil
 from __future__ import annotations
 
 import ast
-import contextlib
 import csv
-import ctypes
 import importlib.util
 import itertools
-import multiprocessing as mp
-import os
-import sys
 from pathlib import Path
 from typing import Iterator
 
@@ -31,7 +26,10 @@ from tqdm import tqdm
 
 from moldiff.chem.molecule import Molecule
 from moldiff.data.cache import CacheWriter, MolCache
+from moldiff.data.recipe import DatasetRecipe
+from moldiff.data.splits import assign_splits
 from moldiff.data.vocab import QM9_VOCAB
+from moldiff.utils.parallel import worker_map
 
 RECIPE_VERSION = 2
 NUM_MOLECULES = 130_831
@@ -77,42 +75,27 @@ def qm9pack_files() -> list[Path]:
 
 
 def iter_rows(limit: int | None = None) -> Iterator[dict]:
+    """The rows of the qm9pack CSV parts (column name -> text) in file order; only the first ``limit`` if given."""
     csv.field_size_limit(1 << 30)
-    rows = itertools.chain.from_iterable(csv.DictReader(open(f, newline="")) for f in qm9pack_files())
-    return itertools.islice(rows, limit) if limit else rows
+    files = qm9pack_files()
 
+    def rows() -> Iterator[dict]:
+        for f in files:
+            with open(f, newline="") as fh:
+                yield from csv.DictReader(fh)
 
-@contextlib.contextmanager
-def _quiet_c_output() -> Iterator[None]:
-    """Point file descriptors 1 and 2 at /dev/null for the duration (restored afterwards).
-
-    YAeHMOP, behind ``DetermineBonds(useHueckel=True)``, prints "!!! Warning !!! Distance between
-    atoms ..." lines from C; Python-level redirection cannot catch them.
-    """
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = {fd: os.dup(fd) for fd in (1, 2)}
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        for fd in saved:
-            os.dup2(devnull, fd)
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            ctypes.CDLL(None).fflush(None)  # drop what C stdio buffered while redirected
-        for fd, dup in saved.items():
-            os.dup2(dup, fd)
-            os.close(dup)
-        os.close(devnull)
+    return itertools.islice(rows(), limit) if limit else rows()
 
 
 def _process(row: dict) -> tuple:
-    """Row -> (status, Molecule or None, canonical SMILES, props, key). status: ok/hueckel/failed."""
+    """One qm9pack row -> ``(status, Molecule or None, canonical SMILES, props, key, agrees with the SMILES)``.
+
+    ``status``: ``ok`` (plain bond perception), ``hueckel`` (the Hueckel retry) or ``failed``.
+    """
     from rdkit import Chem, RDLogger
-    from rdkit.Chem import rdDetermineBonds
     from rdkit.Geometry import Point3D
 
-    from moldiff.chem.rdkit_conv import canonical_smiles, from_rdkit
+    from moldiff.chem.rdkit_conv import canonical_smiles, determine_bonds, from_rdkit
 
     RDLogger.DisableLog("rdApp.*")
     key = row["XYZ_file"].replace(".xyz", "")
@@ -127,44 +110,29 @@ def _process(row: dict) -> tuple:
         conf.SetAtomPosition(k, Point3D(x, y, z))
     base = rw.GetMol()
     base.AddConformer(conf, assignId=True)
-    status = "ok"
-    mol = None
-    for hueckel in (False, True):
-        m = Chem.Mol(base)
-        try:
-            with _quiet_c_output() if hueckel else contextlib.nullcontext():
-                rdDetermineBonds.DetermineBonds(m, charge=0, useHueckel=hueckel)
-            Chem.SanitizeMol(m)
-            mol = m
-            status = "hueckel" if hueckel else "ok"
-            break
-        except Exception:
-            continue
+    mol, hueckel = determine_bonds(base, charge=0, sanitize=True)
     if mol is None:
-        return "failed", None, "", props, key
+        return "failed", None, "", props, key, False
     smi = canonical_smiles(mol) or ""
     ref = Chem.MolFromSmiles(row["SMILES"])
     ref_smi = Chem.MolToSmiles(ref, isomericSmiles=False) if ref is not None else ""
     out = from_rdkit(mol, name=key, kekulize=True)
     out.props = {}
-    return status, out, smi, props, key, smi == ref_smi
+    return "hueckel" if hueckel else "ok", out, smi, props, key, smi == ref_smi
 
 
-def split_assignment(n: int = NUM_MOLECULES, sizes: tuple[int, int, int] = SPLIT_SIZES, seed: int = SPLIT_SEED):
-    """Deterministic (split, half) arrays over ``n`` molecules in file order."""
-    perm = np.random.default_rng(seed).permutation(n)
-    split = np.empty(n, np.int8)
-    half = np.full(n, -1, np.int8)
-    ntr, nva, _ = sizes
-    if n != sum(sizes):  # subsets (tests, debug): same proportions
-        ntr = int(round(n * sizes[0] / sum(sizes)))
-        nva = int(round(n * sizes[1] / sum(sizes)))
-    split[perm[:ntr]] = 0
-    split[perm[ntr : ntr + nva]] = 1
-    split[perm[ntr + nva :]] = 2
-    half[perm[: ntr // 2]] = 0
-    half[perm[ntr // 2 : ntr]] = 1
-    return split, half
+def split_assignment(
+    n: int = NUM_MOLECULES, sizes: tuple[int, int, int] = SPLIT_SIZES, seed: int = SPLIT_SEED
+) -> tuple[np.ndarray, np.ndarray]:
+    """Deterministic ``(split, half)`` arrays over ``n`` molecules in file order.
+
+    ``sizes`` (train, val, test) for the full set; a subset (tests, debugging) keeps their proportions.
+    """
+    n_train, n_val, _ = sizes
+    if n != sum(sizes):
+        n_train = int(round(n * sizes[0] / sum(sizes)))
+        n_val = int(round(n * sizes[1] / sum(sizes)))
+    return assign_splits(n, n_train, n_val, seed)
 
 
 def prepare_qm9(out: str | Path, limit: int | None = None, workers: int = 2, progress: bool = True) -> MolCache:
@@ -182,28 +150,24 @@ def prepare_qm9(out: str | Path, limit: int | None = None, workers: int = 2, pro
     keep = []
     report = {"input_molecules": 0, "perceived_plain": 0, "perceived_hueckel": 0, "failed": 0,
               "smiles_disagree": 0, "dropped": 0, "failed_keys": []}
-    rows = iter_rows(limit)
-    ctx = mp.get_context("fork")
-    pool = ctx.Pool(workers) if workers > 1 else None
-    it = pool.imap(_process, rows, chunksize=64) if pool else map(_process, rows)
-    try:
-        for k, res in enumerate(tqdm(it, total=total, desc="qm9: perceiving bonds", disable=not progress, mininterval=2)):
+    with worker_map(_process, iter_rows(limit), workers, chunksize=64) as results:
+        for k, res in enumerate(tqdm(results, total=total, desc="qm9: perceiving bonds", disable=not progress, mininterval=2)):
             report["input_molecules"] += 1
-            status = res[0]
+            status, mol, smi, props, key, agrees = res
             if status == "failed":
                 report["failed"] += 1
                 report["dropped"] += 1
-                report["failed_keys"].append(res[4])
+                report["failed_keys"].append(key)
                 continue
-            _, mol, smi, props, key, agrees = res
             report["perceived_plain" if status == "ok" else "perceived_hueckel"] += 1
             report["smiles_disagree"] += int(not agrees)
             writer.add(mol, smi, props, key)
             keep.append(k)
-    finally:
-        if pool:
-            pool.terminate()
     keep = np.array(keep, dtype=np.int64)
     report["policy"] = ("molecules whose bonds cannot be perceived are dropped; those whose perceived "
                         "graph differs from the given SMILES are kept (geometry is ground truth)")
     return writer.finish(split_all[keep], half_all[keep], report)
+
+
+#: QM9's recipe: the cache is ``qm9`` (``qm9_first<limit>``); only the version decides staleness.
+RECIPE = DatasetRecipe(name="qm9", version=RECIPE_VERSION, prepare=prepare_qm9)

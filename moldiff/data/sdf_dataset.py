@@ -29,8 +29,6 @@ staleness check) works without RDKit.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import os
 import re
@@ -42,13 +40,15 @@ from tqdm import tqdm
 
 from moldiff.chem.molecule import ATOMIC_NUMBER, Molecule
 from moldiff.data.cache import CacheWriter, MolCache
+from moldiff.data.recipe import DatasetRecipe
+from moldiff.data.source import source_fingerprint
+from moldiff.data.splits import DEFAULT_SPLIT_FRACTIONS, check_fractions, split_by_group
 from moldiff.data.vocab import Vocab
 
 if TYPE_CHECKING:
     from moldiff.chem.io import SDFRecord
 
 RECIPE_VERSION = 1
-DEFAULT_SPLIT_FRACTIONS = (0.8, 0.1, 0.1)
 #: At most this many bad records are listed one by one in the build report (all are counted).
 MAX_LISTED_INVALID = 1000
 
@@ -89,120 +89,6 @@ class FoundVocabWriter(CacheWriter):
         self._charges = [q_map[c] for c in self._charges]
         self.vocab = Vocab(tuple(elements), tuple(charges))
         return super().finish(split, half, report)
-
-
-# --------------------------------------------------------------------------- splits
-
-
-def check_fractions(split_fractions: Sequence[float]) -> tuple[float, float, float]:
-    """Validate ``[train, val, test]`` fractions (non-negative, train > 0, sum 1)."""
-    try:
-        f = tuple(float(x) for x in split_fractions)
-    except (TypeError, ValueError):
-        raise ValueError(f"split_fractions must be three numbers [train, val, test], got {split_fractions!r}") from None
-    if len(f) != 3 or min(f) < 0 or f[0] <= 0 or not math.isclose(sum(f), 1.0, abs_tol=1e-6):
-        raise ValueError(
-            f"split_fractions must be three non-negative numbers [train, val, test] with train > 0 "
-            f"summing to 1, got {list(split_fractions)}"
-        )
-    return f  # type: ignore[return-value]
-
-
-def split_by_group(
-    groups: Sequence[str], split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS, seed: int = 0
-) -> tuple[np.ndarray, np.ndarray]:
-    """Deterministic ``(split, half)`` per record, with all records of a group in the same split.
-
-    The distinct group keys are sorted (so record order in the file does not matter), permuted with
-    ``seed`` and cut by ``split_fractions``. With at least three groups, val and test get at least
-    one group each when their fraction is positive. Train groups are cut into halves 0 and 1.
-
-    Args:
-        groups: one key per record (e.g. canonical SMILES).
-        split_fractions: ``[train, val, test]``.
-        seed: permutation seed.
-
-    Returns:
-        ``split`` int8 ``[M]`` (0 train, 1 val, 2 test) and ``half`` int8 ``[M]`` (0/1 on train, -1 elsewhere).
-    """
-    f = check_fractions(split_fractions)
-    keys = sorted(set(groups))
-    g = len(keys)
-    n_val, n_test = int(round(g * f[1])), int(round(g * f[2]))
-    if g >= 3:
-        n_val = max(n_val, 1) if f[1] > 0 else 0
-        n_test = max(n_test, 1) if f[2] > 0 else 0
-    while n_val + n_test >= g and g > 0 and (n_val or n_test):  # keep at least one train group
-        if n_val >= n_test:
-            n_val -= 1
-        else:
-            n_test -= 1
-    n_train = g - n_val - n_test
-    perm = np.random.default_rng(seed).permutation(g)
-    gsplit = np.empty(g, np.int8)
-    ghalf = np.full(g, -1, np.int8)
-    gsplit[perm[:n_train]] = 0
-    gsplit[perm[n_train : n_train + n_val]] = 1
-    gsplit[perm[n_train + n_val :]] = 2
-    ghalf[perm[: n_train // 2]] = 0
-    ghalf[perm[n_train // 2 : n_train]] = 1
-    index = {k: i for i, k in enumerate(keys)}
-    gi = np.array([index[k] for k in groups], dtype=np.int64)
-    return gsplit[gi], ghalf[gi]
-
-
-# --------------------------------------------------------------------------- source fingerprints
-
-
-def _normalise(obj: Any) -> Any:
-    """JSON round trip (tuples -> lists, OmegaConf containers -> plain) so fingerprints compare equal."""
-    if hasattr(obj, "items"):
-        return {str(k): _normalise(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)) or (hasattr(obj, "__iter__") and not isinstance(obj, (str, bytes))):
-        return [_normalise(v) for v in obj]
-    return json.loads(json.dumps(obj))
-
-
-def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def file_fingerprint(path: str | os.PathLike, options: dict[str, Any], with_hash: bool = True) -> dict[str, Any]:
-    """What a cache was built from: resolved path, size, mtime (ns), SHA-256 and the options."""
-    p = Path(path).expanduser().resolve()
-    st = p.stat()
-    fp = {"path": str(p), "size": st.st_size, "mtime_ns": st.st_mtime_ns, "options": _normalise(options)}
-    if with_hash:
-        fp["sha256"] = file_sha256(p)
-    return fp
-
-
-def file_source_stale(meta: dict, path: str | os.PathLike, options: dict[str, Any]) -> str | None:
-    """Why a cache built from file ``path`` is out of date, or None if it is current.
-
-    A missing source file is not a reason to rebuild (the cache may have been copied alone to
-    another machine): the cache is used as it is.
-    """
-    built = (meta.get("report") or {}).get("source")
-    if not isinstance(built, dict):
-        return "the cache does not record its source"
-    p = Path(path).expanduser().resolve()
-    if not p.exists():
-        return None
-    if built.get("path") != str(p):
-        return f"it was built from {built.get('path')}, not {p}"
-    if built.get("options") != _normalise(options):
-        return f"options changed ({built.get('options')} -> {_normalise(options)})"
-    st = p.stat()
-    if built.get("size") != st.st_size:
-        return f"{p} changed (size {built.get('size')} -> {st.st_size} bytes)"
-    if built.get("mtime_ns") != st.st_mtime_ns and built.get("sha256") != file_sha256(p):
-        return f"{p} changed (content hash differs)"
-    return None
 
 
 def _safe_stem(path: str | os.PathLike) -> str:
@@ -402,7 +288,7 @@ def prepare_sdf(
 
     p = Path(path).expanduser()
     check_input_file(p)
-    fingerprint = source if source is not None else file_fingerprint(p, options)
+    fingerprint = source if source is not None else source_fingerprint(options, p)
     units = {k: (prop_units or {}).get(k, "") for k in props}
     writer = FoundVocabWriter(out, name or sdf_cache_name(p, heavy_atoms_only), recipe_version, props, units)
     invalid: list[dict] = []
@@ -442,3 +328,17 @@ def prepare_sdf(
         )
     report.update(extra_report or {})
     return writer.finish(split, half, report)
+
+
+#: The custom-SDF recipe: one cache per file, rebuilt when the options or the file's content change.
+RECIPE = DatasetRecipe(
+    name="sdf",
+    version=RECIPE_VERSION,
+    prepare=prepare_sdf,
+    # the other parameters of prepare_sdf are for recipes built on it (nci), not for a data config
+    option_names=("path", "skip_invalid", "properties", "split_fractions", "seed", "heavy_atoms_only", "progress"),
+    cache_name=sdf_cache_name,
+    content_options=sdf_options,
+    source_file=lambda path: path,
+    requires_path=True,
+)

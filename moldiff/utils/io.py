@@ -1,9 +1,13 @@
-"""Atomic file writes: write to a temporary file in the same folder, then rename."""
+"""File helpers: atomic writes (a temporary sibling renamed into place), SHA-256 of a file, and
+silencing C libraries that print on the process's own stdout/stderr."""
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import hashlib
 import os
+import sys
 import tempfile
 from pathlib import Path
 from typing import IO, Iterator
@@ -36,3 +40,36 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """Hex SHA-256 of a file's bytes, read in ``chunk``-byte blocks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@contextlib.contextmanager
+def quiet_c_output() -> Iterator[None]:
+    """Point file descriptors 1 and 2 at /dev/null for the duration (restored afterwards).
+
+    For C code that prints directly (e.g. YAeHMOP behind RDKit's Hueckel bond perception prints
+    "!!! Warning !!! Distance between atoms ..."); Python-level redirection cannot catch it.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = {fd: os.dup(fd) for fd in (1, 2)}
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        for fd in saved:
+            os.dup2(devnull, fd)
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            ctypes.CDLL(None).fflush(None)  # drop what C stdio buffered while redirected
+        for fd, dup in saved.items():
+            os.dup2(dup, fd)
+            os.close(dup)
+        os.close(devnull)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -10,6 +11,7 @@ import pytest
 from moldiff.chem.molecule import Molecule
 from moldiff.data import registry
 from moldiff.data.cache import CacheWriter, MolCache, load_cache
+from moldiff.data.recipe import DatasetRecipe
 from moldiff.data.vocab import Vocab
 
 VOCAB = Vocab(("H", "C", "N", "O"), (-1, 0, 1))
@@ -84,18 +86,17 @@ def test_missing_cache_message(tmp_path):
 
 def test_recipe_version_change_rebuilds(tmp_path, monkeypatch, small_molecules):
     calls = []
-    version = {"v": 1}
 
-    def prepare(out, limit=None, **_):
+    def prepare(out, limit=None):
         calls.append(out)
-        return _write(out, small_molecules[: limit or None], version=version["v"])
+        return _write(out, small_molecules[: limit or None], version=registry.RECIPES["toyset"].version)
 
-    monkeypatch.setitem(registry.DATASETS, "toyset", (prepare, lambda: version["v"]))
+    monkeypatch.setitem(registry.RECIPES, "toyset", DatasetRecipe("toyset", 1, prepare))
     c1 = registry.prepare_dataset("toyset", root=str(tmp_path))
     assert len(calls) == 1 and c1.meta["recipe_version"] == 1
     registry.prepare_dataset("toyset", root=str(tmp_path))
     assert len(calls) == 1  # up to date: reused
-    version["v"] = 2
+    monkeypatch.setitem(registry.RECIPES, "toyset", dataclasses.replace(registry.RECIPES["toyset"], version=2))
     c2 = registry.prepare_dataset("toyset", root=str(tmp_path))
     assert len(calls) == 2 and c2.meta["recipe_version"] == 2
     registry.prepare_dataset("toyset", root=str(tmp_path), force=True)

@@ -85,9 +85,15 @@ def test_registry_names_and_rebuilds(geom_folder, tmp_path):
     assert (again.path / "meta.json").stat().st_mtime_ns == stamp  # workers do not change the content
     summary = geom_folder / "summary_drugs.json"
     st = os.stat(summary)
+    text = summary.read_text()
     try:
-        os.utime(summary, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+        os.utime(summary, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))  # touched, same content: reused
+        touched = prepare_dataset("geom", root=root, path=str(geom_folder), n_conformers=1, progress=False)
+        assert (touched.path / "meta.json").stat().st_mtime_ns == stamp
+        summary.write_text(text + "\n")  # changed content: rebuilt
         rebuilt = prepare_dataset("geom", root=root, path=str(geom_folder), n_conformers=1, progress=False)
         assert (rebuilt.path / "meta.json").stat().st_mtime_ns != stamp
+        assert rebuilt.meta["report"]["source"]["sha256"] != c.meta["report"]["source"]["sha256"]
     finally:
+        summary.write_text(text)
         os.utime(summary, ns=(st.st_atime_ns, st.st_mtime_ns))

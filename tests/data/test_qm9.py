@@ -83,11 +83,11 @@ def test_hueckel_warnings_are_silenced(capfd):
     from rdkit import Chem
     from rdkit.Chem import rdDetermineBonds
 
-    from moldiff.data.qm9 import _quiet_c_output
+    from moldiff.utils.io import quiet_c_output
 
     mol = Chem.MolFromXYZBlock("3\n\nO 0 0 0\nH 0 0 0.3\nH 0.9 0 -0.2\n")  # makes YAeHMOP complain
     print("before")
-    with _quiet_c_output():
+    with quiet_c_output():
         try:
             rdDetermineBonds.DetermineBonds(mol, charge=0, useHueckel=True)
         except Exception:

@@ -14,7 +14,8 @@ from rdkit.Chem import AllChem
 from moldiff.chem.io import MoleculeInputError
 from moldiff.chem.rdkit_conv import canonical_smiles, to_rdkit
 from moldiff.data.registry import prepare_dataset
-from moldiff.data.sdf_dataset import prepare_sdf, split_by_group
+from moldiff.data.sdf_dataset import prepare_sdf
+from moldiff.data.splits import split_by_group
 
 
 def _records(path) -> list[str]:
