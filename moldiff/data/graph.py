@@ -1,4 +1,4 @@
-"""Molecule <-> PyG ``Data`` in the package-wide convention.
+"""PyG ``Data`` graphs in the package-wide convention: built from atoms and bonds, decoded into ``Molecule``.
 
 ``Data`` fields: ``pos [N,3]`` (float32, Angstrom), ``atom_types [N]``, ``charges [N]`` (class indices
 into the vocabulary), ``edge_index [2,E]`` over *all* ordered atom pairs (i != j), ``bond_types [E]``
@@ -43,20 +43,6 @@ def make_data(
     if y is not None:
         data.y = y.float().view(1, -1)
     return data
-
-
-def molecule_to_data(mol: Molecule, vocab: Vocab, props: list[str] | None = None) -> Data:
-    """Encode a kekulized ``Molecule`` (bond codes 1-3) with ``vocab``; errors name the molecule."""
-    where = f"molecule {mol.name or '<unnamed>'}: "
-    types = torch.tensor([vocab.element_index(e, where) for e in mol.elements])
-    charges = torch.tensor([vocab.charge_index(int(q), where) for q in mol.charges])
-    b = torch.as_tensor(mol.bonds, dtype=torch.long)
-    if b.numel() and int(b[:, 2].max()) > vocab.num_bond_types - 1:
-        raise ValueError(f"{where}aromatic bond found; kekulize before encoding")
-    y = None
-    if props:
-        y = torch.tensor([float(mol.props[p]) for p in props])
-    return make_data(torch.as_tensor(mol.pos, dtype=torch.float32), types, charges, b[:, 0], b[:, 1], b[:, 2], y)
 
 
 def data_to_molecules(batch: Batch | Data, vocab: Vocab) -> list[Molecule]:

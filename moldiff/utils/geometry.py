@@ -16,16 +16,6 @@ def zero_com(pos: torch.Tensor, batch: torch.Tensor, num_graphs: int | None = No
     return pos - center_of_mass(pos, batch, num_graphs)[batch]
 
 
-def zero_com_masked(
-    pos: torch.Tensor, batch: torch.Tensor, weight: torch.Tensor, num_graphs: int | None = None
-) -> torch.Tensor:
-    """Subtract each graph's centre computed over the atoms where ``weight`` is 1 (used by inpainting)."""
-    w = weight.to(pos.dtype).unsqueeze(-1)
-    num = scatter(pos * w, batch, dim=0, dim_size=num_graphs, reduce="sum")
-    den = scatter(w, batch, dim=0, dim_size=num_graphs, reduce="sum").clamp_min(1.0)
-    return pos - (num / den)[batch]
-
-
 def random_rotation(generator: torch.Generator | None = None, dtype=torch.float32, reflect: bool = False) -> torch.Tensor:
     """A uniformly random rotation matrix ``[3, 3]`` (optionally times -1, an improper rotation)."""
     q = torch.randn(4, generator=generator, dtype=torch.float64)
