@@ -72,20 +72,21 @@ def molecule_batch(n: int, batch_size: int, density: float, diffusion, device, s
     e = torch.nn.functional.one_hot(torch.randint(0, sb, (E,), generator=g), sb).float()
     t = torch.rand(batch_size, generator=g)
     rev = reverse_edge_index(edge_index, N)
-    tens = [x.to(device) for x in (pos, h, edge_index, e, batch, t, rev)]
+    ab = diffusion.pos.schedule.alpha_bar(t)
+    tens = [x.to(device) for x in (pos, h, edge_index, e, batch, t, rev, ab)]
     return tens, radius
 
 
 def time_forward(net, inputs, batch_size, device, repeats: int) -> dict:
-    pos, h, ei, e, batch, t, rev = inputs
+    pos, h, ei, e, batch, t, rev, ab = inputs
     with torch.no_grad():
-        net(pos, h, ei, e, batch, t, batch_size, rev=rev)  # warm-up
+        net(pos, h, ei, e, batch, t, batch_size, rev=rev, alpha_bar=ab)  # warm-up
         reset_peak(device)
         walls, cpus = [], []
         for _ in range(repeats):
             sync(device)
             w0, c0 = time.perf_counter(), time.process_time()
-            net(pos, h, ei, e, batch, t, batch_size, rev=rev)
+            net(pos, h, ei, e, batch, t, batch_size, rev=rev, alpha_bar=ab)
             sync(device)
             walls.append(time.perf_counter() - w0)
             cpus.append(time.process_time() - c0)

@@ -18,7 +18,7 @@ from omegaconf import DictConfig, OmegaConf
 from moldiff.cli.common import friendly_errors
 from moldiff.data.config import open_dataset
 from moldiff.data.datamodule import MolDataModule
-from moldiff.training.callbacks import ChunkTimer, FinalCheckpoint
+from moldiff.training.callbacks import ChunkTimer, FinalCheckpoint, ThroughputLogger
 from moldiff.training.module import DiffusionModule
 
 log = logging.getLogger("moldiff.train")
@@ -64,6 +64,23 @@ def resolve_ckpt_path(cfg: DictConfig) -> str | None:
     return str(p)
 
 
+def init_weights(module: DiffusionModule, path: str) -> None:
+    """Warm start: copy the denoiser weights of a checkpoint or shipped model file into ``module``."""
+    p = Path(path)
+    if not p.exists():
+        raise FileNotFoundError(f"init_from {p} does not exist")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)["state_dict"]
+    except Exception as exc:
+        raise ValueError(f"init_from {p}: not a moldiff checkpoint or model file ({exc})") from None
+    net = {k[len("net."):]: v.float() for k, v in state.items() if k.startswith("net.")}
+    try:
+        module.net.load_state_dict(net)
+    except RuntimeError as exc:
+        raise ValueError(f"init_from {p}: its weights do not fit this model configuration ({str(exc).splitlines()[0]})") from None
+    log.info("initialised the denoiser from %s", p)
+
+
 def log_version(ckpt_path: str | None) -> str:
     """CSV log folder under ``run_dir/logs``: the top level for a fresh run, ``from_step{N}`` for a run
     resumed at step N (Lightning's CSV logger deletes the ``metrics.csv`` it finds, so each chunk of a
@@ -107,8 +124,11 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
         callbacks.append(SampleMetricsCallback(cfg.validation.num_samples, cfg.validation.steps))
     if cfg.trainer.get("max_time"):  # per invocation, so that `ckpt_path=auto` chunks each get their budget
         callbacks.append(ChunkTimer(duration=cfg.trainer.max_time, interval="step"))
+    callbacks.append(ThroughputLogger(every=cfg.trainer.log_every_n_steps))
     callbacks += list(extra_callbacks or [])
     ckpt_path = resolve_ckpt_path(cfg)
+    if cfg.get("init_from") and ckpt_path is None:
+        init_weights(module, cfg.init_from)
     loggers: list = [CSVLogger(run_dir, name="logs", version=log_version(ckpt_path))] if cfg.logger.csv else []
     if cfg.logger.tensorboard is True or (cfg.logger.tensorboard == "auto" and importlib.util.find_spec("tensorboard")):
         from lightning.pytorch.loggers import TensorBoardLogger

@@ -2,10 +2,13 @@
 
 The denoiser is passed in as a callable (``diffusion`` never imports ``models``)::
 
-    denoiser(pos [N,3], atom_feat [N,Sa+Sc], edge_index [2,E], edge_feat [E,Sb], batch [N], t [G], num_graphs)
+    denoiser(pos [N,3], atom_feat [N,Sa+Sc], edge_index [2,E], edge_feat [E,Sb], batch [N], t [G], num_graphs,
+             rev=[E], alpha_bar=[G], self_cond=None | (pos0, atom_probs, charge_probs, bond_probs))
         -> (pos0 [N,3], atom_logits [N,Ka], charge_logits [N,Kc], bond_logits [E,Kb])
 
 Inputs are the noisy coordinates and one-hot noisy states; outputs predict the clean molecule.
+``alpha_bar`` is the coordinate signal level at ``t`` (for noise-scaled coordinate outputs); ``self_cond``
+(only with ``self_conditioning``) is the previous prediction, coordinates and class probabilities.
 """
 
 from __future__ import annotations
@@ -52,6 +55,14 @@ class JointDiffusion:
         transition: categorical transition (``marginal``, ``uniform``, ``absorbing``).
         loss_weights: weights of the ``pos``, ``atom_types``, ``charges`` and ``bonds`` terms.
         time_weighting: ``snr_clip`` (weight ``clip(SNR(t), lo, hi)`` per molecule) or ``none``.
+        pos_weighting: ``time`` (the coordinate term weighted like the others) or ``precond``: the
+            coordinate error divided by :math:`c_{out}(t)^2` (the preconditioned denoiser's output-space loss,
+            Karras et al. 2022), capped at ``pos_weight_max``, so that small corrections at low noise are
+            learned as carefully as large ones at high noise. Needs ``sigma_data``.
+        self_conditioning: train with the previous prediction as input half of the time (Chen et al.
+            2022): the denoiser is first run without it (no gradient), its output fed back.
+        t_sampling: ``uniform`` ``t ~ U(0,1)``, or ``beta`` ``t ~ Beta(a, b)`` (``t_beta``), e.g. (1.8, 1.8)
+            for more training near the middle of the schedule where discrete decisions are made.
     """
 
     def __init__(
@@ -66,9 +77,19 @@ class JointDiffusion:
         loss_weights: dict | None = None,
         time_weighting: Literal["snr_clip", "none"] = "snr_clip",
         snr_clip: tuple[float, float] = (0.05, 1.5),
+        pos_weighting: Literal["time", "precond"] = "time",
+        sigma_data: float = 1.0,
+        pos_weight_max: float = 100.0,
+        self_conditioning: bool = False,
+        t_sampling: Literal["uniform", "beta"] = "uniform",
+        t_beta: tuple[float, float] = (1.8, 1.8),
     ) -> None:
         if time_weighting not in ("snr_clip", "none"):
             raise ValueError(f"unknown time_weighting {time_weighting!r}; choose from ['snr_clip', 'none']")
+        if pos_weighting not in ("time", "precond"):
+            raise ValueError(f"unknown pos_weighting {pos_weighting!r}; choose from ['time', 'precond']")
+        if t_sampling not in ("uniform", "beta"):
+            raise ValueError(f"unknown t_sampling {t_sampling!r}; choose from ['uniform', 'beta']")
         self.pos = GaussianDiffusion(pos_schedule)
         self.atom = CategoricalDiffusion(num_atom_types, cat_schedule, transition, marginals.get("atom_types"))
         self.charge = CategoricalDiffusion(num_charges, cat_schedule, transition, marginals.get("charges"))
@@ -76,6 +97,12 @@ class JointDiffusion:
         self.loss_weights = {"pos": 1.0, "atom_types": 0.4, "charges": 0.4, "bonds": 2.0, **(loss_weights or {})}
         self.time_weighting = time_weighting
         self.snr_clip = snr_clip
+        self.pos_weighting = pos_weighting
+        self.sigma_data = float(sigma_data)
+        self.pos_weight_max = float(pos_weight_max)
+        self.self_conditioning = bool(self_conditioning)
+        self.t_sampling = t_sampling
+        self.t_beta = tuple(float(x) for x in t_beta)
 
     # ----------------------------------------------------------------------------------- features
     @property
@@ -94,9 +121,27 @@ class JointDiffusion:
         e = F.one_hot(g.bond_types, self.bond.num_states).float()
         return h, e
 
-    def denoise(self, denoiser: Denoiser, g: NoisyGraph):
+    def denoise(self, denoiser: Denoiser, g: NoisyGraph, self_cond: tuple | None = None):
+        """Run ``denoiser`` on ``g`` (with ``self_cond`` = the previous prediction, when self-conditioning)."""
         h, e = self.features(g)
-        return denoiser(g.pos, h, g.edge_index, e, g.batch, g.t, g.num_graphs, rev=g.rev)
+        kw = {"rev": g.rev, "alpha_bar": self.pos.schedule.alpha_bar(g.t)}
+        if self.self_conditioning:
+            kw["self_cond"] = self_cond
+        return denoiser(g.pos, h, g.edge_index, e, g.batch, g.t, g.num_graphs, **kw)
+
+    @staticmethod
+    def self_cond_from(out: tuple) -> tuple:
+        """A prediction ``(pos0, logits...)`` -> the self-conditioning input ``(pos0, probs...)``, detached."""
+        pos0, la, lc, lb = out
+        return pos0.detach(), la.detach().softmax(-1), lc.detach().softmax(-1), lb.detach().softmax(-1)
+
+    def sample_t(self, num_graphs: int, device) -> torch.Tensor:
+        """Training times ``[G]``: uniform, or Beta(a, b) (``t_sampling``)."""
+        if self.t_sampling == "beta":
+            a, b = self.t_beta
+            beta = torch.distributions.Beta(torch.tensor(a, device=device), torch.tensor(b, device=device))
+            return beta.sample((num_graphs,)).clamp(1e-4, 1.0)
+        return torch.rand(num_graphs, device=device)
 
     # ----------------------------------------------------------------------------------- forward
     def noise(self, batch, t: torch.Tensor | None = None) -> tuple[NoisyGraph, torch.Tensor]:
@@ -107,13 +152,15 @@ class JointDiffusion:
         G = batch.num_graphs
         device = batch.pos.device
         if t is None:
-            t = torch.rand(G, device=device)
+            t = self.sample_t(G, device)
         x0 = zero_com(batch.pos, batch.batch, G)
         xt, _ = self.pos.q_sample(x0, t, batch.batch, G)
         tn = t[batch.batch]
         a = self.atom.q_sample(batch.atom_types, tn)
         c = self.charge.q_sample(batch.charges, tn)
-        rev = reverse_edge_index(batch.edge_index, batch.num_nodes)
+        rev = getattr(batch, "rev", None)
+        if rev is None:
+            rev = reverse_edge_index(batch.edge_index, batch.num_nodes)
         te = t[batch.batch[batch.edge_index[0]]]
         b = symmetrize_edges(self.bond.q_sample(batch.bond_types, te), batch.edge_index, rev)
         return NoisyGraph(xt, a, c, b, batch.edge_index, batch.batch, t, G, rev), x0
@@ -124,6 +171,15 @@ class JointDiffusion:
         lo, hi = self.snr_clip
         return self.pos.schedule.snr(t).clamp(lo, hi)
 
+    def pos_weight(self, t: torch.Tensor) -> torch.Tensor:
+        """Weight of the coordinate term ``[G]``: ``time_weight``, or ``min(1/c_out^2, pos_weight_max)``."""
+        if self.pos_weighting == "time":
+            return self.time_weight(t)
+        ab = self.pos.schedule.alpha_bar(t)
+        sd2 = self.sigma_data**2
+        inv_c_out2 = ((1 - ab) + sd2 * ab) / (sd2 * (1 - ab))
+        return inv_c_out2.clamp(max=self.pos_weight_max)
+
     def loss(self, denoiser: Denoiser, batch, t: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
         """x0-parameterised loss: time-weighted coordinate MSE plus cross-entropies on clean classes.
 
@@ -131,7 +187,11 @@ class JointDiffusion:
         bonds count each unordered pair once.
         """
         g, x0 = self.noise(batch, t)
-        pos0, la, lc, lb = self.denoise(denoiser, g)
+        self_cond = None
+        if self.self_conditioning and torch.rand(()).item() < 0.5:  # a CPU draw: no device sync
+            with torch.no_grad():
+                self_cond = self.self_cond_from(self.denoise(denoiser, g))
+        pos0, la, lc, lb = self.denoise(denoiser, g, self_cond)
         G = g.num_graphs
         w = self.time_weight(g.t)  # [G]
         mse = scatter(((pos0 - x0) ** 2).sum(-1), g.batch, 0, dim_size=G, reduce="mean")
@@ -143,5 +203,6 @@ class JointDiffusion:
         ce_b = scatter(ce_b, eb, 0, dim_size=G, reduce="mean")
         terms = {"pos": mse, "atom_types": ce_a, "charges": ce_c, "bonds": ce_b}
         out = {k: (w * v).mean() for k, v in terms.items()}
+        out["pos"] = (self.pos_weight(g.t) * mse).mean()
         out["loss"] = sum(self.loss_weights[k] * out[k] for k in terms)
         return out

@@ -58,15 +58,26 @@ class VectorNormBlock(nn.Module):
         return v / rms
 
 
-def _mean_agg(srcs: tuple[torch.Tensor, ...], index: torch.Tensor, n: int) -> tuple[torch.Tensor, ...]:
-    """``scatter(src, index, 0, dim_size=n, reduce="mean")`` for each ``src``, counting once (same values)."""
-    count = srcs[0].new_zeros(n).scatter_add_(0, index, srcs[0].new_ones(index.shape[0])).clamp(min=1)
+def _aggregate(
+    srcs: tuple[torch.Tensor, ...], index: torch.Tensor, n: int, mode: str = "mean", norm: float = 1.0
+) -> tuple[torch.Tensor, ...]:
+    """Scatter each ``src [E,...]`` onto ``n`` nodes along ``index``.
+
+    ``mean`` divides by each node's in-degree (what ``scatter(reduce="mean")`` does, counted once for all
+    sources); ``sum`` divides by the fixed ``norm`` instead, so a node's input still grows with its number
+    of neighbours (an atom can count its bonds).
+    """
+    if mode == "mean":
+        count = srcs[0].new_zeros(n).scatter_add_(0, index, srcs[0].new_ones(index.shape[0])).clamp(min=1)
     out = []
     for src in srcs:
         shape = (-1,) + (1,) * (src.dim() - 1)
         total = src.new_zeros((n,) + src.shape[1:]).scatter_add_(0, index.view(shape).expand_as(src), src)
-        out.append(total / count.view(shape))
+        out.append(total / count.view(shape) if mode == "mean" else total / norm)
     return tuple(out)
+
+
+AGGREGATIONS = ("mean", "sum")
 
 
 class EquivariantMessageBlock(nn.Module):
@@ -77,18 +88,41 @@ class EquivariantMessageBlock(nn.Module):
     ``g1 * u_ij + g2 * v_j`` (``u_ij`` the unit vector from j to i), so they rotate with the input.
     Node update: ``o3.Linear`` maps ``[s, |v|] + v`` to scalars, gates and gated vectors, followed by an
     e3nn ``Gate`` (SiLU on scalars, sigmoid gates on vectors), added residually.
+
+    Args:
+        num_scalars, num_vectors, edge_dim: ``F``, ``C`` and edge channels.
+        num_rbf: width of the radial edge input.
+        hidden: width ``H`` of the per-edge MLP (default ``F``); when given, scalar messages stay ``H`` wide
+            and are projected to ``F`` per node after aggregation.
+        aggregation: ``mean`` over neighbours, or ``sum`` divided by the constant ``agg_norm``.
     """
 
-    def __init__(self, num_scalars: int, num_vectors: int, edge_dim: int, num_rbf: int, hidden: int | None = None) -> None:
+    def __init__(
+        self,
+        num_scalars: int,
+        num_vectors: int,
+        edge_dim: int,
+        num_rbf: int,
+        hidden: int | None = None,
+        aggregation: str = "mean",
+        agg_norm: float = 1.0,
+    ) -> None:
         super().__init__()
+        if aggregation not in AGGREGATIONS:
+            raise ValueError(f"unknown aggregation {aggregation!r}; choose from {list(AGGREGATIONS)}")
         F_, C = num_scalars, num_vectors
         H = hidden or F_
         self.F, self.C, self.Fe = F_, C, edge_dim
+        self.aggregation, self.agg_norm = aggregation, float(agg_norm)
+        # narrow edge stream (hidden < num_scalars): scalar messages stay H wide per edge and are projected to
+        # F once per node after aggregation (exact, since aggregation is linear), which saves E*H*(F-H) MACs
+        self.Fm = H if hidden else F_
         self.lin_src = nn.Linear(F_, H)
         self.lin_dst = nn.Linear(F_, H, bias=False)
         self.lin_rbf = nn.Linear(num_rbf, H, bias=False)
         self.lin_edge = nn.Linear(edge_dim, H, bias=False)
-        self.msg = nn.Sequential(nn.SiLU(), nn.Linear(H, F_ + 2 * C + edge_dim))
+        self.msg = nn.Sequential(nn.SiLU(), nn.Linear(H, self.Fm + 2 * C + edge_dim))
+        self.node_proj = nn.Linear(H, F_, bias=False) if hidden else None
         self.edge_norm = nn.LayerNorm(edge_dim)
         self.node_norm = nn.LayerNorm(F_)
         self.vec_norm = VectorNormBlock(C)
@@ -113,16 +147,18 @@ class EquivariantMessageBlock(nn.Module):
         # index_select rather than advanced indexing: the same rows, several times faster on CPU
         a = self.lin_src(s).index_select(0, i) + self.lin_dst(s).index_select(0, j) + self.lin_rbf(rbf) + self.lin_edge(e)
         m = self.msg(a)  # [E, F+2C+Fe]
-        m_s, g1, g2, m_e = torch.split(m, [self.F, self.C, self.C, self.Fe], dim=-1)
+        m_s, g1, g2, m_e = torch.split(m, [self.Fm, self.C, self.C, self.Fe], dim=-1)
         vj = v.view(N, self.C, 3).index_select(0, j)  # [E,C,3]
         m_v = g1.unsqueeze(-1) * unit.unsqueeze(1) + g2.unsqueeze(-1) * vj  # [E,C,3]
         if msg_mask is not None:
             # a bool mask, or (from Denoiser, computed once per forward) the indices of its True entries
             sel = msg_mask.nonzero().squeeze(-1) if msg_mask.dtype == torch.bool else msg_mask
             ii = i.index_select(0, sel)
-            agg_s, agg_v = _mean_agg((m_s.index_select(0, sel), m_v.index_select(0, sel)), ii, N)
+            agg_s, agg_v = _aggregate((m_s.index_select(0, sel), m_v.index_select(0, sel)), ii, N, self.aggregation, self.agg_norm)
         else:
-            agg_s, agg_v = _mean_agg((m_s, m_v), i, N)
+            agg_s, agg_v = _aggregate((m_s, m_v), i, N, self.aggregation, self.agg_norm)
+        if self.node_proj is not None:
+            agg_s = self.node_proj(agg_s)
         s = self.node_norm(s + agg_s)
         v = v + agg_v.reshape(N, self.C * 3)
         e = self.edge_norm(e + m_e + m_e.index_select(0, rev))  # symmetric update keeps e_ij = e_ji

@@ -184,6 +184,7 @@ class EGNNBaseline(nn.Module):
         props: torch.Tensor | None = None,
         drop: torch.Tensor | None = None,
         rev: torch.Tensor | None = None,
+        **_: object,  # alpha_bar / self_cond of the moldiff denoiser: not used by this baseline
     ):
         N = pos.shape[0]
         G = num_graphs if num_graphs is not None else int(batch.max()) + 1

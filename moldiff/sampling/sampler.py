@@ -71,6 +71,7 @@ def sample(
     generator: torch.Generator | None = None,
     device: torch.device | str = "cpu",
     callback: Callable[[int, int], None] | None = None,
+    return_probs: bool = False,
 ) -> Batch:
     """Generate molecules.
 
@@ -87,6 +88,10 @@ def sample(
         fragment: atoms to keep fixed (inpainting).
         generator: RNG for reproducible sampling.
         callback: called as ``callback(step, steps)`` after each step.
+        return_probs: also attach the final step's clean-class probabilities ``atom_probs [N,Ka]``,
+            ``charge_probs [N,Kc]`` and ``bond_probs [E,Kb]`` (symmetric), for decodings other than argmax.
+
+    With a self-conditioning model every step after the first gets the previous step's prediction.
 
     Returns:
         A ``Batch`` with ``pos``, ``atom_types``, ``charges``, ``edge_index``, ``bond_types`` (class indices).
@@ -109,25 +114,27 @@ def sample(
     if fragment is not None:
         fixed, fixed_e, frag = _fragment_layout(fragment, skel, device)
 
-    def net(g: NoisyGraph):
-        h, e = diffusion.features(g)
+    def net(g: NoisyGraph, sc):
         if guided_denoiser is None:
-            return denoiser(g.pos, h, g.edge_index, e, g.batch, g.t, G, rev=rev)
-        cond = guided_denoiser(g.pos, h, g.edge_index, e, g.batch, g.t, G, rev=rev)
+            return diffusion.denoise(denoiser, g, sc)
+        cond = diffusion.denoise(guided_denoiser, g, sc)
         if guidance_scale == 1.0:
             return cond
-        unc = denoiser(g.pos, h, g.edge_index, e, g.batch, g.t, G, rev=rev)
+        unc = diffusion.denoise(denoiser, g, sc)
         w = guidance_scale
         return tuple(u + w * (k - u) for u, k in zip(unc, cond))
 
     grid = time_grid(steps, device)
     deterministic = sampler == "ddim"
     shift = None
+    sc = None  # previous prediction (self-conditioning)
     for k in range(steps):
         t_val, s_val = grid[k], grid[k + 1]
         tg = t_val.expand(G)
         g = NoisyGraph(pos, a, c, b, ei, batch, tg, G, rev)
-        pos0, la, lc, lb = net(g)
+        pos0, la, lc, lb = net(g, sc)
+        if diffusion.self_conditioning:
+            sc = diffusion.self_cond_from((pos0, la, lc, lb))
         if fixed is not None:
             # put the fragment into the frame of the prediction (translation that best matches)
             shift = _frag_shift(pos0, frag["pos"], fixed, batch, G)
@@ -135,6 +142,8 @@ def sample(
         if k == steps - 1:
             pos, a = pos0, la.argmax(-1)
             c, b = lc.argmax(-1), symmetrize_edges(lb.argmax(-1), ei, rev)
+            if return_probs:
+                probs = (la.softmax(-1), lc.softmax(-1), lb.softmax(-1))
         else:
             tn, sn = t_val.expand(N), s_val.expand(N)
             pos = diffusion.pos.step(pos, pos0, sn, tn, batch, G, deterministic, gen)
@@ -155,6 +164,8 @@ def sample(
         b = torch.where(fixed_e, frag["bond_types"], b)
     out = skel.clone()
     out.pos, out.atom_types, out.charges, out.bond_types = pos, a, c, b
+    if return_probs:
+        out.atom_probs, out.charge_probs, out.bond_probs = probs
     return out
 
 

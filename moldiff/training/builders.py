@@ -12,11 +12,21 @@ from moldiff.diffusion.joint import JointDiffusion
 from moldiff.diffusion.schedules import NoiseSchedule
 from moldiff.models.denoiser import Denoiser
 
-MODEL_KEYS = {"num_scalars", "num_vectors", "edge_dim", "num_layers", "num_rbf", "rbf_cutoff", "cutoff"}
+MODEL_KEYS = {
+    "num_scalars", "num_vectors", "edge_dim", "num_layers", "num_rbf", "rbf_cutoff", "cutoff", "edge_hidden",
+    "aggregation", "agg_norm", "size_embedding", "valency_feature", "distance_feature", "coord_head",
+    "pos_update_layers", "self_conditioning",
+}
+#: diffusion settings the denoiser shares (one source: the ``diffusion`` config)
+SHARED_KEYS = {"sigma_data"}
 
 
-def build_diffusion(cfg: dict[str, Any], vocab: Vocab, statistics: dict[str, Any]) -> JointDiffusion:
-    """``cfg``: ``{pos: {schedule, s, power, nu}, cat: {...}, transition, loss_weights, time_weighting}``."""
+def build_diffusion(
+    cfg: dict[str, Any], vocab: Vocab, statistics: dict[str, Any], self_conditioning: bool = False
+) -> JointDiffusion:
+    """``cfg``: ``{pos: {schedule, s, power, nu}, cat: {...}, transition, loss_weights, time_weighting,
+    pos_weighting, sigma_data, pos_weight_max, t_sampling, t_beta}``; ``self_conditioning`` comes from the
+    model config (the denoiser must accept the previous prediction)."""
     pos = NoiseSchedule(**{"name": "cosine", **dict(cfg.get("pos", {}))})
     cat = NoiseSchedule(**{"name": "cosine", **dict(cfg.get("cat", {}))})
     marginals = {
@@ -34,6 +44,12 @@ def build_diffusion(cfg: dict[str, Any], vocab: Vocab, statistics: dict[str, Any
         transition=cfg.get("transition", "marginal"),
         loss_weights=dict(cfg.get("loss_weights", {}) or {}),
         time_weighting=cfg.get("time_weighting", "snr_clip"),
+        pos_weighting=cfg.get("pos_weighting", "time"),
+        sigma_data=float(cfg.get("sigma_data", 1.0)),
+        pos_weight_max=float(cfg.get("pos_weight_max", 100.0)),
+        self_conditioning=self_conditioning,
+        t_sampling=cfg.get("t_sampling", "uniform"),
+        t_beta=tuple(cfg.get("t_beta", (1.8, 1.8))),
     )
 
 
@@ -49,5 +65,6 @@ def build_denoiser(cfg: dict[str, Any], vocab: Vocab, diffusion: JointDiffusion,
         num_charges=vocab.num_charges,
         num_bond_types=vocab.num_bond_types,
         num_props=num_props,
+        sigma_data=diffusion.sigma_data,
         **kwargs,
     )

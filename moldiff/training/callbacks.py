@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import lightning as L
@@ -111,3 +112,40 @@ class ChunkTimer(Timer):
         if trainer.is_global_zero:
             log.info("training time: %.1f min this run, %.1f min in all", self.time_elapsed() / 60,
                      self.total_train_seconds() / 60)
+
+
+class ThroughputLogger(L.Callback):
+    """Log training molecules per second (``train/mols_per_sec``) over windows of ``every`` steps, and the
+    chunk's average at the end. Reads only host-side counters (``batch.num_graphs`` and the clock), so it
+    adds no device synchronisation; over a window the asynchronous queue evens out."""
+
+    def __init__(self, every: int = 100, skip: int = 20) -> None:
+        self.every, self.skip = max(int(every), 1), int(skip)
+        self._steps = 0
+        self._window = [0, time.perf_counter()]
+        self._total = [0, None]
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        self._steps += 1
+        n = int(batch.num_graphs)
+        if self._steps == self.skip:  # warm-up steps (allocator, kernels) excluded from the average
+            self._total = [0, time.perf_counter()]
+        elif self._steps > self.skip:
+            self._total[0] += n
+        self._window[0] += n
+        if self._steps % self.every == 0:
+            now = time.perf_counter()
+            rate = self._window[0] / max(now - self._window[1], 1e-9)
+            pl_module.log("train/mols_per_sec", rate, on_step=True, batch_size=n)
+            self._window = [0, now]
+
+    def average(self) -> float | None:
+        """Molecules per second since the warm-up, or None before any step after it."""
+        if self._total[1] is None or self._total[0] == 0:
+            return None
+        return self._total[0] / (time.perf_counter() - self._total[1])
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        rate = self.average()
+        if rate is not None and trainer.is_global_zero:
+            log.info("training throughput: %.0f molecules/s (%d steps this run)", rate, self._steps)

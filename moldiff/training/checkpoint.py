@@ -49,8 +49,8 @@ class LoadedModel:
         return (values - mean.to(values)) / std.to(values)
 
     def denoiser_fn(self, props: torch.Tensor | None = None):
-        def fn(pos, h, edge_index, e, batch, t, num_graphs, rev=None):
-            return self.net(pos, h, edge_index, e, batch, t, num_graphs, props=props, rev=rev)
+        def fn(pos, h, edge_index, e, batch, t, num_graphs, **kw):
+            return self.net(pos, h, edge_index, e, batch, t, num_graphs, props=props, **kw)
 
         return fn
 
@@ -110,7 +110,7 @@ def load_model(
         raise CheckpointError(f"{path} was trained on dataset {name!r}, but {expect_dataset!r} was asked for")
     vocab = Vocab.from_dict(hp["dataset"]["vocab"])
     stats = hp["dataset"]["statistics"]
-    diffusion = build_diffusion(hp["diffusion"], vocab, stats)
+    diffusion = build_diffusion(hp["diffusion"], vocab, stats, bool(hp["model"].get("self_conditioning", False)))
     props = list((hp.get("conditioning") or {}).get("properties", []) or [])
     net = build_denoiser(hp["model"], vocab, diffusion, num_props=len(props))
     state = {k[len("net."):]: v.float() for k, v in ckpt["state_dict"].items() if k.startswith("net.")}

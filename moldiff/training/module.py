@@ -26,7 +26,10 @@ class DiffusionModule(L.LightningModule):
     Args:
         model: denoiser sizes (see ``moldiff.training.builders.MODEL_KEYS``).
         diffusion: schedules, transition, loss weights.
-        optim: ``lr``, ``weight_decay``, ``warmup_steps``, ``betas``.
+        optim: ``lr``, ``weight_decay``, ``warmup_steps``, ``betas``, and the decay after warm-up:
+            ``schedule`` (``constant`` or ``cosine``: to ``min_lr_ratio * lr`` at the end of the budget),
+            with the budget ``total_steps`` and/or ``total_minutes`` (training time of the whole run, all
+            resumed chunks; whichever is reached first ends the decay).
         dataset: ``name``, ``vocab`` (dict), ``statistics`` (dict, from the cache).
         conditioning: ``properties`` (names), ``p_uncond`` (drop probability in training).
         validation: ``num_samples`` molecules sampled at each validation (0 = none), ``steps``.
@@ -57,9 +60,13 @@ class DiffusionModule(L.LightningModule):
         self.register_buffer(
             "prop_std", torch.tensor([max(stats["prop_std"][p], 1e-8) for p in self.properties], dtype=torch.float32), persistent=False
         )
-        self.diffusion = build_diffusion(diffusion, self.vocab, self.statistics)
+        self.diffusion = build_diffusion(diffusion, self.vocab, self.statistics, bool(model.get("self_conditioning", False)))
         self.net = build_denoiser(model, self.vocab, self.diffusion, num_props=len(self.properties))
-        self.optim_cfg = {"lr": 5e-4, "weight_decay": 1e-12, "warmup_steps": 500, "betas": (0.9, 0.999), **optim}
+        self.optim_cfg = {"lr": 5e-4, "weight_decay": 1e-12, "warmup_steps": 500, "betas": (0.9, 0.999),
+                          "schedule": "constant", "total_steps": None, "total_minutes": None, "min_lr_ratio": 0.02,
+                          "nan_check_every": 20, **optim}
+        if self.optim_cfg["schedule"] not in ("constant", "cosine"):
+            raise ValueError(f"unknown optim.schedule {self.optim_cfg['schedule']!r}; choose from ['constant', 'cosine']")
         self.validation_cfg = {"num_samples": 0, "steps": 50, **(validation or {})}
 
     # ------------------------------------------------------------------------------------ helpers
@@ -69,8 +76,8 @@ class DiffusionModule(L.LightningModule):
     def denoiser_fn(self, props: torch.Tensor | None = None, drop: torch.Tensor | None = None):
         """The callable handed to ``diffusion``/``sampling``, with conditioning bound."""
 
-        def fn(pos, h, edge_index, e, batch, t, num_graphs, rev=None):
-            return self.net(pos, h, edge_index, e, batch, t, num_graphs, props=props, drop=drop, rev=rev)
+        def fn(pos, h, edge_index, e, batch, t, num_graphs, **kw):
+            return self.net(pos, h, edge_index, e, batch, t, num_graphs, props=props, drop=drop, **kw)
 
         return fn
 
@@ -84,7 +91,11 @@ class DiffusionModule(L.LightningModule):
     def _step(self, batch, stage: str) -> torch.Tensor:
         props, drop = self._props_for(batch)
         losses = self.diffusion.loss(self.denoiser_fn(props, drop), batch)
-        if not torch.isfinite(losses["loss"]):
+        # the finiteness check reads the loss on the host: on a GPU that waits for the step, so in training it
+        # runs every `nan_check_every` steps (a NaN poisons the weights for good, so it is still caught, and
+        # `on_save_checkpoint` refuses to write non-finite weights in between)
+        every = max(int(self.optim_cfg["nan_check_every"]), 1) if self.device.type != "cpu" else 1
+        if (stage != "train" or self.global_step % every == 0) and not torch.isfinite(losses["loss"]):
             detail = ", ".join(f"{k}={v.item():.4g}" for k, v in losses.items())
             raise NonFiniteLossError(
                 f"non-finite {stage} loss at global step {self.global_step} ({detail}); stopping. "
@@ -106,27 +117,57 @@ class DiffusionModule(L.LightningModule):
         return self._step(batch, "train")
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(1000 + batch_idx)  # same noise every validation: comparable curves
+        # same noise every validation (comparable curves); the training RNG streams of every device in use
+        # are saved and restored around it (torch.manual_seed reseeds CUDA too, which fork_rng(devices=[])
+        # would leave reseeded: every epoch's training noise would then restart from the same state)
+        devices = [self.device.index if self.device.index is not None else torch.cuda.current_device()] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(1000 + batch_idx)
             self._step(batch, "val")
 
     def configure_optimizers(self):
         c = self.optim_cfg
         opt = torch.optim.AdamW(self.parameters(), lr=c["lr"], weight_decay=c["weight_decay"], betas=tuple(c["betas"]), amsgrad=True)
-        warm = max(int(c["warmup_steps"]), 1)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: min(1.0, (step + 1) / warm))
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self.lr_factor(step))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def budget_progress(self, step: int) -> float:
+        """Fraction of the training budget used at ``step``: the larger of ``step / total_steps`` and the run's
+        training time (all chunks, from ``ChunkTimer``) over ``total_minutes``. A resumed chunk therefore
+        continues the same schedule."""
+        c = self.optim_cfg
+        frac = 0.0
+        if c.get("total_steps"):
+            frac = step / float(c["total_steps"])
+        if c.get("total_minutes") and self._trainer is not None:
+            from moldiff.training.callbacks import ChunkTimer
+
+            timers = [cb for cb in self.trainer.callbacks if isinstance(cb, ChunkTimer)]
+            if timers:
+                frac = max(frac, timers[0].total_train_seconds() / (60.0 * float(c["total_minutes"])))
+        return min(frac, 1.0)
+
+    def lr_factor(self, step: int) -> float:
+        """Linear warm-up over ``warmup_steps``, then constant or cosine decay to ``min_lr_ratio``."""
+        c = self.optim_cfg
+        warm = min(1.0, (step + 1) / max(int(c["warmup_steps"]), 1))
+        if c["schedule"] == "constant":
+            return warm
+        lo = float(c["min_lr_ratio"])
+        return warm * (lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * self.budget_progress(step))))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        bad = [k for k, v in checkpoint["state_dict"].items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad:
+            raise NonFiniteLossError(
+                f"non-finite weights at global step {self.global_step} ({bad[0]}, ...); no checkpoint written. "
+                "Resume from the last checkpoint with a lower learning rate (optim.lr=...)."
+            )
         checkpoint["moldiff"] = {
             "format_version": moldiff.CHECKPOINT_FORMAT,
             "moldiff_version": moldiff.__version__,
             "dataset": self.hparams["dataset"]["name"],
         }
-
-    @property
-    def log_every(self) -> int:
-        return max(1, int(math.sqrt(self.trainer.num_training_batches))) if self.trainer else 50

@@ -26,7 +26,7 @@ def toy_model(num_props=0):
 
 
 def fn(net, props=None):
-    return lambda pos, h, ei, e, batch, t, G, rev=None: net(pos, h, ei, e, batch, t, G, props=props, rev=rev)
+    return lambda pos, h, ei, e, batch, t, G, **kw: net(pos, h, ei, e, batch, t, G, props=props, **kw)
 
 
 @pytest.mark.parametrize("sampler", ["ancestral", "ddim"])
@@ -105,7 +105,7 @@ def test_guidance_moves_distribution_toward_target():
     for step in range(150):
         batch = Batch.from_data_list([data[k] for k in torch.randint(0, 64, (16,), generator=g)])
         drop = torch.rand(batch.num_graphs, generator=g) < 0.2
-        loss = diff.loss(lambda *a, rev=None: net(*a, props=batch.y, drop=drop, rev=rev), batch)["loss"]
+        loss = diff.loss(lambda *a, **kw: net(*a, props=batch.y, drop=drop, **kw), batch)["loss"]
         opt.zero_grad()
         loss.backward()
         opt.step()
