@@ -1,4 +1,7 @@
-"""``LightningDataModule`` serving PyG batches from a dataset cache (no RDKit import)."""
+"""``LightningDataModule`` serving PyG batches from a dataset cache (no RDKit import).
+
+Batches are built by ``moldiff.data.batching.FullGraphCollater`` from molecule indices, in one vectorised
+step per batch (see there)."""
 
 from __future__ import annotations
 
@@ -7,26 +10,23 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from torch_geometric.loader import DataLoader
+from torch.utils.data import DataLoader
 
+from moldiff.data.batching import FullGraphCollater
 from moldiff.data.cache import MolCache
 
 
-class CacheDataset(torch.utils.data.Dataset):
-    """Molecules ``indices`` of a cache; ``y`` holds the chosen properties, raw units."""
+class IndexDataset(torch.utils.data.Dataset):
+    """The molecule indices of one split; ``FullGraphCollater`` turns a list of them into a batch."""
 
-    def __init__(self, cache: MolCache, indices: np.ndarray, props: list[str] | None = None) -> None:
-        self.cache = cache
+    def __init__(self, indices: np.ndarray) -> None:
         self.indices = np.asarray(indices)
-        self.props = list(props or [])
-        if self.props:
-            cache.prop_columns(self.props)  # validates names
 
     def __len__(self) -> int:
         return len(self.indices)
 
-    def __getitem__(self, k: int):
-        return self.cache.data(int(self.indices[k]), self.props or None)
+    def __getitem__(self, k: int) -> int:
+        return int(self.indices[k])
 
 
 class MolDataModule(L.LightningDataModule):
@@ -85,9 +85,12 @@ class MolDataModule(L.LightningDataModule):
         val = self._idx("val", self.val_size)
         if len(val) == 0 or self.subset is not None:
             val = train[: min(len(train), self.val_size or len(train))]
-        self.train_set = CacheDataset(self.cache, train, self.props)
-        self.val_set = CacheDataset(self.cache, val, self.props)
-        self.test_set = CacheDataset(self.cache, self._idx("test", None), self.props)
+        if self.props:
+            self.cache.prop_columns(self.props)  # validates names
+        self.collate = FullGraphCollater(self.cache, self.props)
+        self.train_set = IndexDataset(train)
+        self.val_set = IndexDataset(val)
+        self.test_set = IndexDataset(self._idx("test", None))
 
     def _loader(self, ds, shuffle: bool) -> DataLoader:
         return DataLoader(
@@ -97,6 +100,8 @@ class MolDataModule(L.LightningDataModule):
             drop_last=shuffle and len(ds) >= self.batch_size,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            collate_fn=self.collate,
+            pin_memory=torch.cuda.is_available(),
         )
 
     def train_dataloader(self) -> DataLoader:

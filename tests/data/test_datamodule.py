@@ -89,3 +89,20 @@ def test_imports_do_not_pull_rdkit():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and "ok" in out.stdout, out.stderr
+
+
+def test_vectorised_collater_equals_pyg_batching(cache):
+    """The collater lays out exactly what Batch.from_data_list of the per-molecule graphs gives, plus rev."""
+    from torch_geometric.data import Batch
+
+    from moldiff.data.batching import FullGraphCollater
+    from moldiff.utils.graph import reverse_edge_index
+
+    idx = [3, 0, 5, 2, 2]
+    ours = FullGraphCollater(cache, ["energy"])(idx)
+    ref = Batch.from_data_list([cache.data(i, ["energy"]) for i in idx])
+    for key in ("pos", "atom_types", "charges", "edge_index", "bond_types", "batch", "ptr", "y"):
+        assert torch.equal(getattr(ours, key), getattr(ref, key)), key
+    assert ours.num_graphs == ref.num_graphs == len(idx)
+    assert torch.equal(ours.idx, torch.tensor(idx))
+    assert torch.equal(ours.rev, reverse_edge_index(ref.edge_index, ref.num_nodes))
