@@ -204,11 +204,7 @@ def map_decode(
     if n == 0:
         return finish(arg_t, arg_q, arg_b, "optimal", 0)
 
-    # the unconstrained optimum (argmax) is the answer whenever it already satisfies every constraint
-    if _satisfies(arg_t, arg_q, arg_b, pairs, elements, charges, valences, connected):
-        return finish(arg_t, arg_q, arg_b, "optimal", 0)
-
-    # ---- candidate pairs and bond-order variables
+    # ---- candidate pairs
     p_bond = 1.0 - pb[:, 0] if len(pairs) else np.zeros(0)
     cand = p_bond > min_bond_prob
     if pos is not None and max_bond_length is not None and len(pairs):
@@ -216,6 +212,10 @@ def map_decode(
         d = np.linalg.norm(xyz[pairs[:, 0]] - xyz[pairs[:, 1]], axis=1)
         cand |= (d <= max_bond_length) & (p_bond > 0)
     forced = cand & (pb[:, 0] <= 0) if len(pairs) else cand  # P(no bond) = 0: must be bonded
+
+    # the unconstrained optimum (argmax) is the answer whenever it already satisfies every constraint
+    if not (arg_b[~cand] > 0).any() and _satisfies(arg_t, arg_q, arg_b, pairs, elements, charges, valences, connected):
+        return finish(arg_t, arg_q, arg_b, "optimal", 0)
 
     # ---- atom states: (type, charge, valence) with nonzero probability
     S = _states(elements, charges, valences)
@@ -231,7 +231,7 @@ def map_decode(
     np.add.at(reach, pairs[:, 1], top)
     log_pa, log_pc = _log(pa), _log(pc)
     s_cost = -(log_pa[:, S[:, 0]] + log_pc[:, S[:, 1]])  # [n, S]
-    s_cost[:, S[:, 2] > 0] = np.where(S[None, S[:, 2] > 0, 2] <= reach[:, None], s_cost[:, S[:, 2] > 0], np.inf)
+    s_cost = np.where(S[None, :, 2] <= reach[:, None], s_cost, np.inf)  # valences out of reach
     # the constraints see only an atom's valence: one variable per (atom, valence), the cheapest state
     x_atom, x_state, x_cost = [], [], []
     for v in np.unique(S[:, 2]):
