@@ -1,0 +1,94 @@
+"""Force-field relaxation: QM9-like molecules built with RDKit (ETKDG), distorted, then relaxed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from rdkit import Chem
+from rdkit.Chem import AllChem
+
+from moldiff.chem.io import read_sdf, write_sdf
+from moldiff.chem.molecule import Molecule
+from moldiff.chem.rdkit_conv import from_rdkit
+from moldiff.chem.relax import RELAX_STATUSES, relax_molecule, superposed_rmsd
+
+
+def embedded(smiles: str, seed: int = 7, noise: float = 0.15) -> Molecule:
+    """Kekulized molecule with explicit hydrogens, ETKDG coordinates plus seeded noise (a rough geometry)."""
+    rd = Chem.AddHs(Chem.MolFromSmiles(smiles))
+    assert AllChem.EmbedMolecule(rd, randomSeed=seed) == 0
+    mol = from_rdkit(rd, name=smiles, kekulize=True)
+    mol.pos = mol.pos + np.random.default_rng(seed).normal(0.0, noise, mol.pos.shape)
+    return mol
+
+
+@pytest.mark.parametrize("smiles", ["CCO", "CC(=O)N", "c1ccoc1", "OCC#N"])
+def test_mmff_lowers_the_energy_and_keeps_the_graph(smiles):
+    mol = embedded(smiles)
+    r = relax_molecule(mol, "mmff", max_iters=500)
+    assert r.status == "relaxed" and r.forcefield == "MMFF94s" and r.moved
+    assert r.energy_after < r.energy_before
+    assert 0.0 < r.heavy_atom_rmsd < 1.0
+    out = r.molecule
+    assert out is not mol and out.elements == mol.elements
+    assert np.array_equal(out.bonds, mol.bonds) and np.array_equal(out.charges, mol.charges)
+    assert not np.allclose(out.pos, mol.pos)
+    assert np.isfinite(out.pos).all()
+    # relaxing again barely moves it
+    again = relax_molecule(out, "mmff", max_iters=500)
+    assert again.heavy_atom_rmsd < 0.05 and again.energy_before == pytest.approx(r.energy_after, rel=1e-4, abs=1e-3)
+
+
+def test_uff_and_fallback_from_mmff():
+    mol = embedded("CCO")
+    r = relax_molecule(mol, "uff")
+    assert r.status == "relaxed" and r.forcefield == "UFF" and r.energy_after < r.energy_before
+    bf3 = embedded("B(F)(F)F")  # no MMFF parameters for boron: UFF instead
+    r = relax_molecule(bf3, "mmff")
+    assert r.forcefield == "UFF" and r.moved
+
+
+def test_unsanitizable_molecules_are_returned_unchanged():
+    # pentavalent carbon
+    mol = Molecule(["C", "H", "H", "H", "H", "H"], np.random.default_rng(0).normal(size=(6, 3)),
+                   bonds=[[0, k, 1] for k in range(1, 6)])
+    r = relax_molecule(mol, "mmff")
+    assert r.status == "not_sanitizable" and r.molecule is mol and not r.moved
+    assert r.tags() == {"moldiff_relax_status": "not_sanitizable"}
+    assert relax_molecule(mol, "none").status == "not_relaxed"
+
+
+def test_fixed_atoms_do_not_move():
+    mol = embedded("CC(=O)N")
+    r = relax_molecule(mol, "mmff", fixed_atoms=[0, 1, 2])
+    assert r.moved
+    assert np.array_equal(r.molecule.pos[:3], mol.pos[:3])
+    assert not np.allclose(r.molecule.pos[3:], mol.pos[3:])
+
+
+def test_tags_round_trip_through_sdf(tmp_path):
+    mol = embedded("OCC#N")
+    r = relax_molecule(mol, "mmff")
+    r.molecule.props.update(r.tags())
+    write_sdf([r.molecule], tmp_path / "r.sdf")
+    back = read_sdf(tmp_path / "r.sdf")[0]
+    assert back.props["moldiff_relax_status"] in RELAX_STATUSES
+    assert back.props["moldiff_relax_forcefield"] == "MMFF94s"
+    assert back.props["moldiff_relax_energy_after"] == pytest.approx(r.energy_after)
+    assert back.props["moldiff_relax_heavy_rmsd"] == pytest.approx(r.heavy_atom_rmsd)
+
+
+def test_superposed_rmsd_ignores_rigid_motion():
+    a = np.random.default_rng(1).normal(size=(7, 3))
+    q, _ = np.linalg.qr(np.random.default_rng(2).normal(size=(3, 3)))
+    q *= np.sign(np.linalg.det(q))  # a proper rotation
+    assert superposed_rmsd(a, a @ q.T + [1.0, -2.0, 0.5]) == pytest.approx(0.0, abs=1e-6)
+    assert superposed_rmsd(a, a + np.array([[0.1, 0, 0]] * 6 + [[0.8, 0, 0]])) > 0.1
+
+
+def test_bad_options():
+    mol = embedded("CCO")
+    with pytest.raises(ValueError, match=r"relax='gaff'; choose one of \['none', 'mmff', 'uff'\]"):
+        relax_molecule(mol, "gaff")
+    with pytest.raises(ValueError, match="relax_max_iters"):
+        relax_molecule(mol, "mmff", max_iters=0)
