@@ -1,6 +1,9 @@
 """``moldiff-evaluate``: score an SDF / XYZ set with the metrics of DESIGN.md section 9.
 
-Prints a table (``moldiff.metrics.format_table``) and optionally writes the metrics JSON.
+Prints a table (``moldiff.metrics.format_table``) and optionally writes the metrics JSON. Both say
+how ``moldiff-sample`` decoded and relaxed the molecules (``decoding``: ``argmax`` / ``map`` / ``mixed``
+/ ``unknown`` from the ``moldiff_decoding`` SD tags; ``relax`` likewise from ``moldiff_relax``), so
+numbers of corrected and raw samples are never confused.
 Bad input (missing file, empty file, unreadable record, ...) ends with one line on stderr naming
 the file and record, and exit status 2.
 """

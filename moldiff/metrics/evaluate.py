@@ -36,6 +36,9 @@ if TYPE_CHECKING:  # the cache reader imports torch; evaluating a file needs nei
     from moldiff.data.cache import MolCache
 
 PROTOCOL_VERSION = "moldiff-metrics-1"
+#: SD tags of ``moldiff-sample`` records: how the last step was decoded, and the force-field relaxation.
+DECODING_TAG, DECODE_STATUS_TAG = "moldiff_decoding", "moldiff_decode_status"
+RELAX_TAG, RELAX_STATUS_TAG = "moldiff_relax", "moldiff_relax_status"
 BondInference = Literal["edm", "rdkit"]
 BOND_INFERENCE = ("edm", "rdkit")
 
@@ -83,6 +86,27 @@ def infer_bonds_rdkit(mol: Molecule) -> tuple[Molecule, bool]:
     return from_rdkit(m, name=mol.name), False
 
 
+def tag_summary(mols: Sequence[Molecule], tag: str) -> str:
+    """The value of SD tag ``tag`` shared by every molecule; ``mixed`` if values differ or only some
+    molecules carry it, ``unknown`` if none does."""
+    values = {str(m.props[tag]) if tag in m.props else None for m in mols}
+    if values <= {None}:
+        return "unknown"
+    if len(values) > 1:
+        return "mixed"
+    return values.pop()
+
+
+def tag_counts(mols: Sequence[Molecule], tag: str) -> dict[str, int]:
+    """How many molecules carry each value of SD tag ``tag`` (sorted by value)."""
+    counts: dict[str, int] = {}
+    for m in mols:
+        if tag in m.props:
+            v = str(m.props[tag])
+            counts[v] = counts.get(v, 0) + 1
+    return dict(sorted(counts.items()))
+
+
 def _frac(num: int, den: int) -> float:
     return num / den if den else 0.0
 
@@ -118,7 +142,10 @@ def evaluate_molecules(
         A JSON-able dict: fractions in [0, 1] (``atom_stability``, ``mol_stability``,
         ``validity``, ``connected_validity``, ``uniqueness``, ``novelty`` (None without a
         reference), ``valid_unique``, ``edm_*``), ``counts``, ``bonds`` (which bonds the strict
-        metrics used), ``distribution`` (or None), ``protocol_version``, ``n_molecules``.
+        metrics used), ``distribution`` (or None), ``protocol_version``, ``n_molecules``, and how
+        ``moldiff-sample`` made the molecules, from their SD tags: ``decoding`` (``argmax``, ``map``,
+        ``mixed`` or ``unknown``) with ``decode_status`` counts, ``relax`` (``none``, ``mmff``,
+        ``uff``, ``mixed`` or ``unknown``) with ``relax_status`` counts.
     """
     if bond_inference not in BOND_INFERENCE:
         raise ValueError(f"bond_inference={bond_inference!r}; choose one of {list(BOND_INFERENCE)}")
@@ -196,6 +223,10 @@ def evaluate_molecules(
         "edm_validity": _frac(c["edm_valid"], n_mols),
         "edm_uniqueness": _frac(edm_unique, c["edm_valid"]),
         "edm_valid_unique": _frac(edm_unique, n_mols),
+        "decoding": tag_summary(mols, DECODING_TAG),
+        "decode_status": tag_counts(mols, DECODE_STATUS_TAG),
+        "relax": tag_summary(mols, RELAX_TAG),
+        "relax_status": tag_counts(mols, RELAX_STATUS_TAG),
     }
     out["counts"] = {
         "molecules": n_mols,
@@ -262,7 +293,9 @@ def format_table(metrics: dict) -> str:
     used = b.get("strict_metrics_use", "own")
     src = "own bonds and charges" if used == "own" else f"{used} bonds ({b.get('inferred', 0)} inferred by {b.get('inference')})"
     head = [f"moldiff evaluation [{m.get('protocol_version')}]: {m.get('n_molecules')} molecules"
-            + (f", {m['steps']} steps" if m.get("steps") is not None else "")]
+            + (f", {m['steps']} steps" if m.get("steps") is not None else "")
+            + f", decoding: {m.get('decoding', 'unknown')}"
+            + (f", relax: {m['relax']}" if m.get("relax", "unknown") != "unknown" else "")]
     row(f"strict protocol ({src})", "", "")
     row("  atom stability", _pct(m.get("atom_stability")), f"{c.get('stable_atoms')}/{c.get('atoms')}")
     row("  molecule stability", _pct(m.get("mol_stability")), f"{c.get('stable_molecules')}/{c.get('molecules')}")
@@ -290,6 +323,9 @@ def format_table(metrics: dict) -> str:
         row("  bond angle W1", _num(d.get("bond_angle_w1"), "{:.3f}"), "degrees")
     if c.get("malformed"):
         row("malformed molecules", str(c["malformed"]), "counted as unstable and invalid")
+    for label, key in (("decoding statuses", "decode_status"), ("relaxation statuses", "relax_status")):
+        if m.get(key):
+            row(label, "", ", ".join(f"{v} {k}" for k, v in m[key].items()))
     w0 = max(len(r[0]) for r in rows)
     w1 = max(len(r[1]) for r in rows)
     lines = head + ["-" * (w0 + w1 + 16)]
