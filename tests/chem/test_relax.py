@@ -92,3 +92,73 @@ def test_bad_options():
         relax_molecule(mol, "gaff")
     with pytest.raises(ValueError, match="relax_max_iters"):
         relax_molecule(mol, "mmff", max_iters=0)
+
+
+# ------------------------------------------------------------------ moldiff-sample relax=... (shipped model)
+
+
+def test_cli_relax_writes_tags_and_raw_file(tmp_path):
+    from moldiff.cli.evaluate import evaluate_file
+    from tests.conftest import run_cli
+
+    out = tmp_path / "mols.sdf"
+    p = run_cli("sample", "n_samples=4", "steps=3", "batch_size=4", "relax=mmff", "relax_keep_raw=true",
+                f"out={out}", "progress=false")
+    assert "relax: mmff" in p.stdout
+    relaxed, raw = read_sdf(out), read_sdf(tmp_path / "mols.raw.sdf")
+    assert len(relaxed) == len(raw) == 4
+    for m, r in zip(relaxed, raw):
+        assert m.name == r.name and m.elements == r.elements and np.array_equal(m.bonds, r.bonds)
+        assert m.props["moldiff_relax"] == "mmff" and r.props["moldiff_relax"] == "none"
+        status = m.props["moldiff_relax_status"]
+        assert status in RELAX_STATUSES and "moldiff_relax_status" not in r.props
+        if status in ("relaxed", "not_converged"):
+            assert m.props["moldiff_relax_forcefield"] in ("MMFF94s", "UFF")
+            assert m.props["moldiff_relax_energy_after"] <= m.props["moldiff_relax_energy_before"]
+            assert m.props["moldiff_relax_heavy_rmsd"] >= 0
+        else:
+            assert np.allclose(m.pos, r.pos)
+    assert evaluate_file(out)["relax"] == "mmff" and evaluate_file(tmp_path / "mols.raw.sdf")["relax"] == "none"
+
+
+def test_cli_relax_options_are_checked(tmp_path):
+    from tests.conftest import run_cli
+
+    for bad, words in ((["relax=gaff"], ["relax='gaff'", "'none', 'mmff', 'uff'"]),
+                       (["relax_keep_raw=true"], ["relax_keep_raw=true needs relax=mmff or relax=uff"]),
+                       (["relax=uff", "relax_max_iters=0"], ["relax_max_iters"])):
+        p = run_cli("sample", *bad, "n_samples=1", "steps=1", f"out={tmp_path / 'x.sdf'}", check=False)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        for w in words:
+            assert w in p.stderr
+
+
+def test_interrupted_relaxed_run_resumes_both_files(tmp_path, monkeypatch):
+    from hydra import compose, initialize_config_module
+
+    import moldiff.cli.sample as cli
+
+    def cfg_for(out):
+        with initialize_config_module("moldiff.conf", version_base="1.3"):
+            return compose("sample", overrides=["n_samples=4", "batch_size=2", "steps=2", "relax=uff",
+                                                 "relax_keep_raw=true", f"out={out}", "progress=false"])
+
+    full = tmp_path / "full.sdf"
+    cli.generate(cfg_for(full))
+    real, calls = cli.sample, {"n": 0}
+
+    def interrupting(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(cli, "sample", interrupting)
+    part = tmp_path / "part.sdf"
+    assert cli.generate(cfg_for(part))["n_molecules"] == 2
+    assert len(read_sdf(tmp_path / "part.raw.sdf")) == 2
+    monkeypatch.setattr(cli, "sample", real)
+    res = cli.generate(cfg_for(part))
+    assert res["complete"] and res["n_molecules"] == 4
+    assert part.read_bytes() == full.read_bytes()
+    assert (tmp_path / "part.raw.sdf").read_bytes() == (tmp_path / "full.raw.sdf").read_bytes()

@@ -1,8 +1,10 @@
 """Valence-constrained MAP decoding: known optima on hand-made probabilities, a brute-force oracle,
-fallbacks, connectivity, candidate pairs and the batched helper."""
+fallbacks, connectivity, candidate pairs, the batched helper, ``moldiff-sample decode=map`` and the
+decoding that ``moldiff-evaluate`` reports."""
 
 from __future__ import annotations
 
+import inspect
 import itertools
 
 import numpy as np
@@ -14,6 +16,7 @@ from moldiff.data.graph import make_data
 from moldiff.data.vocab import QM9_VOCAB
 from moldiff.metrics.valence import ALLOWED_VALENCES
 from moldiff.sampling.decode import STATUSES, map_decode, map_decode_batch
+from tests.conftest import run_cli
 
 EL, CH = QM9_VOCAB.elements, QM9_VOCAB.charges
 
@@ -283,3 +286,70 @@ def test_batch_helper_decodes_every_molecule_symmetrically():
                                            torch.tensor([0]), torch.tensor([1]), torch.tensor([1]))])
     with pytest.raises(ValueError, match="probabilities"):
         map_decode_batch(bare, EL, CH, ALLOWED_VALENCES)
+
+
+def _sampler_gives_probabilities() -> bool:
+    from moldiff.sampling.sampler import sample
+
+    return "return_probs" in inspect.signature(sample).parameters
+
+
+def test_cli_decode_option_is_checked(tmp_path):
+    for bad, words in ((["decode=viterbi"], ["decode='viterbi'", "'argmax', 'map'"]),
+                       (["decode=map", "decode_time_limit=0"], ["decode_time_limit"])):
+        p = run_cli("sample", *bad, "n_samples=1", "steps=1", f"out={tmp_path / 'x.sdf'}", check=False)
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        for w in words:
+            assert w in p.stderr
+    assert not (tmp_path / "x.sdf").exists()
+
+
+@pytest.mark.skipif(not _sampler_gives_probabilities(),
+                    reason="moldiff.sampling.sampler.sample has no return_probs option (final-step probabilities)")
+def test_cli_sample_with_map_decoding(tmp_path):
+    from moldiff.chem.io import read_sdf
+    from moldiff.cli.evaluate import evaluate_file
+
+    out = tmp_path / "map.sdf"
+    p = run_cli("sample", "n_samples=4", "steps=3", "batch_size=4", "decode=map", f"out={out}", "seed=0", "progress=false")
+    assert "decoding: map" in p.stdout
+    mols = read_sdf(out)
+    assert len(mols) == 4
+    for m in mols:
+        assert m.props["moldiff_decoding"] == "map"
+        assert m.props["moldiff_decode_status"] in STATUSES
+    metrics = evaluate_file(out)
+    assert metrics["decoding"] == "map"
+    from moldiff.metrics.valence import strict_stability
+
+    for m in mols:
+        if m.props["moldiff_decode_status"] != "fallback_argmax":
+            assert strict_stability(m)[0].all(), m.name  # every atom has an allowed valence
+    # the same run with argmax decoding: same settings otherwise, tagged argmax
+    raw = tmp_path / "argmax.sdf"
+    run_cli("sample", "n_samples=4", "steps=3", "batch_size=4", f"out={raw}", "seed=0", "progress=false")
+    assert {m.props["moldiff_decoding"] for m in read_sdf(raw)} == {"argmax"}
+    assert evaluate_file(raw)["decoding"] == "argmax"
+
+
+def test_evaluate_reports_the_decoding_from_tags(tmp_path, capsys):
+    from moldiff.chem.io import write_sdf
+    from moldiff.cli.evaluate import evaluate_file
+    from moldiff.metrics import evaluate_molecules, format_table
+    from tests.chem.test_relax import embedded
+
+    mols = [embedded(s) for s in ("CCO", "CC#N", "OCC=O")]
+    assert evaluate_molecules(mols)["decoding"] == "unknown"
+    for m, tag in zip(mols, ["map", "map", "map"]):
+        m.props.update({"moldiff_decoding": tag, "moldiff_decode_status": "optimal", "moldiff_relax": "none"})
+    mols[2].props["moldiff_decode_status"] = "fallback_argmax"
+    write_sdf(mols, tmp_path / "m.sdf")
+    r = evaluate_file(tmp_path / "m.sdf")
+    assert r["decoding"] == "map" and r["decode_status"] == {"fallback_argmax": 1, "optimal": 2}
+    assert r["relax"] == "none" and r["relax_status"] == {}
+    table = format_table(r)
+    assert "decoding: map" in table.splitlines()[0] and "1 fallback_argmax" in table
+    mols[0].props["moldiff_decoding"] = "argmax"
+    assert evaluate_molecules(mols)["decoding"] == "mixed"
+    del mols[0].props["moldiff_decoding"]
+    assert evaluate_molecules(mols)["decoding"] == "mixed"  # only some molecules say
