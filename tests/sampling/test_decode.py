@@ -353,3 +353,20 @@ def test_evaluate_reports_the_decoding_from_tags(tmp_path, capsys):
     assert evaluate_molecules(mols)["decoding"] == "mixed"
     del mols[0].props["moldiff_decoding"]
     assert evaluate_molecules(mols)["decoding"] == "mixed"  # only some molecules say
+
+
+@pytest.mark.skipif(not _sampler_gives_probabilities(),
+                    reason="moldiff.sampling.sampler.sample has no return_probs option (final-step probabilities)")
+def test_cli_map_decoding_keeps_an_inpainted_fragment(tmp_path):
+    from moldiff.chem.io import read_sdf, write_sdf
+    from moldiff.chem.molecule import Molecule
+
+    frag = Molecule(["C", "O"], [[0.1, 0.2, 0.3], [1.3, 0.2, 0.3]], [0, 0], [[0, 1, 2]])
+    write_sdf([frag], tmp_path / "frag.sdf")
+    out = tmp_path / "grown.sdf"
+    run_cli("sample", "n_samples=2", "steps=3", f"out={out}", f"inpaint.sdf={tmp_path / 'frag.sdf'}", "num_atoms=[6,8]",
+            "decode=map", "relax=mmff", "progress=false")
+    for m in read_sdf(out):
+        assert m.elements[:2] == ["C", "O"] and m.charges[:2].tolist() == [0, 0]
+        assert abs(m.pos[:2] - frag.pos).max() < 1e-3  # neither decoding nor relaxation moves it
+        assert [0, 1, 2] in m.bonds.tolist()
