@@ -143,7 +143,7 @@ def sample(
             pos, a = pos0, la.argmax(-1)
             c, b = lc.argmax(-1), symmetrize_edges(lb.argmax(-1), ei, rev)
             if return_probs:
-                probs = (la.softmax(-1), lc.softmax(-1), lb.softmax(-1))
+                probs = (la.softmax(-1), lc.softmax(-1), symmetrize_edges(lb.softmax(-1), ei, rev))
         else:
             tn, sn = t_val.expand(N), s_val.expand(N)
             pos = diffusion.pos.step(pos, pos0, sn, tn, batch, G, deterministic, gen)

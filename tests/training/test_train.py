@@ -137,3 +137,41 @@ def test_small_model_overfits_a_handful_of_molecules(data_root):
     module.eval()
     after = fixed_loss()
     assert after < before / 4, (before, after)
+
+
+class _FirstDraw(L.Callback):
+    """Records a draw from the training device's generator at the first batch of every epoch."""
+
+    def __init__(self) -> None:
+        self.draws: list[torch.Tensor] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if batch_idx == 0:
+            self.draws.append(torch.rand(4, device=pl_module.device).cpu())
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_training_noise_differs_between_epochs_despite_seeded_validation(data_root, device):
+    """Validation reseeds for comparable curves; the training streams (CPU and CUDA) must go on regardless."""
+    if device == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    cache = load_cache("qm9_first300", data_root)
+    module = make_module(cache)
+    dm = MolDataModule(cache, batch_size=8, subset=16, val_size=8)
+    rec = _FirstDraw()
+    trainer = L.Trainer(accelerator=device, devices=1, max_epochs=3, callbacks=[rec], logger=False, enable_progress_bar=False,
+                        num_sanity_val_steps=0, enable_model_summary=False, enable_checkpointing=False)
+    trainer.fit(module, datamodule=dm)
+    assert len(rec.draws) == 3
+    assert not torch.equal(rec.draws[1], rec.draws[2]), "the RNG restarted from the same state after validation"
+
+
+def test_cosine_schedule_follows_the_step_and_time_budget(data_root):
+    cache = load_cache("qm9_first300", data_root)
+    module = make_module(cache)
+    module.optim_cfg.update(schedule="cosine", warmup_steps=10, total_steps=100, total_minutes=None, min_lr_ratio=0.1)
+    assert module.lr_factor(4) == pytest.approx(0.5, rel=0.02)  # warm-up
+    assert module.lr_factor(50) == pytest.approx(0.1 + 0.9 * 0.5, rel=1e-6)  # half-way down the cosine
+    assert module.lr_factor(100) == pytest.approx(0.1) and module.lr_factor(500) == pytest.approx(0.1)
+    module.optim_cfg.update(schedule="constant")
+    assert module.lr_factor(500) == 1.0

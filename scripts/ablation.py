@@ -1,0 +1,149 @@
+"""Recipe ablation: train each variant for the same CPU budget from the same seed, sample and score it.
+
+Each variant is a list of Hydra overrides on top of ``experiment=qm9_cpu`` (the small preset and the
+current recipe). For every variant: ``moldiff-train`` for ``--minutes`` of training time (the learning
+rate decays over that budget), then ``moldiff-sample`` of ``--samples`` molecules at ``--steps`` steps
+(seed 0) and ``moldiff-evaluate``. Prints a markdown table and writes one JSON per variant under
+``--out``; a variant whose JSON exists is not run again (``--force`` reruns), so an interrupted ablation
+resumes.
+
+  python scripts/ablation.py --minutes 15 --out runs/ablation                 # every variant
+  python scripts/ablation.py --minutes 15 --only new,old --parallel 2 --threads 1
+  python scripts/ablation.py --minutes 15 --out runs/ablation -- model=medium   # overrides for every variant
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+#: name -> (description, overrides of the current recipe)
+VARIANTS: dict[str, tuple[str, list[str]]] = {
+    "old": ("previous default: mean aggregation, linear coordinate head, SNR-clipped coordinate loss, constant LR",
+            ["model=legacy_small", "diffusion.pos_weighting=time", "optim.schedule=constant"]),
+    "old+precond": ("previous default + the preconditioned coordinate head and its loss",
+                    ["model=legacy_small", "model.coord_head=precond", "model.pos_update_layers=2", "optim.schedule=constant"]),
+    "old+selfcond": ("previous default + self-conditioning",
+                     ["model=legacy_small", "model.self_conditioning=true", "diffusion.pos_weighting=time", "optim.schedule=constant"]),
+    "old+lr_decay": ("previous default + cosine learning-rate decay",
+                     ["model=legacy_small", "diffusion.pos_weighting=time"]),
+    "new": ("current recipe (all changes)", []),
+    "new-selfcond": ("current recipe without self-conditioning", ["model.self_conditioning=false"]),
+    "new-precond": ("current recipe with the linear coordinate head and SNR-clipped coordinate loss",
+                    ["model.coord_head=linear", "diffusion.pos_weighting=time"]),
+    "new-sum": ("current recipe with mean aggregation", ["model.aggregation=mean", "model.agg_norm=1.0"]),
+    "new-features": ("current recipe without size embedding, valency and raw-distance features",
+                     ["model.size_embedding=false", "model.valency_feature=false", "model.distance_feature=false"]),
+    "new-lr_decay": ("current recipe with a constant learning rate", ["optim.schedule=constant"]),
+    "new+beta_t": ("current recipe with t ~ Beta(1.8, 1.8) in training", ["diffusion.t_sampling=beta"]),
+}
+
+
+def hms(minutes: float) -> str:
+    s = int(round(minutes * 60))
+    return f"00:{s // 3600:02d}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def run(cmd: list[str], log: Path, env: dict) -> None:
+    with open(log, "a") as fh:
+        fh.write("$ " + " ".join(cmd) + "\n")
+        fh.flush()
+        proc = subprocess.run(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cmd[0]} failed ({proc.returncode}); see {log}")
+
+
+def last_val_loss(run_dir: Path) -> float | None:
+    best = None
+    for f in sorted((run_dir / "logs").rglob("metrics.csv")):
+        for row in csv.DictReader(open(f)):
+            if row.get("val/loss"):
+                best = float(row["val/loss"])
+    return best
+
+
+def one(name: str, a: argparse.Namespace) -> dict:
+    out = a.out / name
+    result_file = a.out / f"{name}.json"
+    if result_file.exists() and not a.force:
+        return json.loads(result_file.read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
+    log = out / "log.txt"
+    overrides = VARIANTS[name][1]
+    t0 = time.time()
+    run([str(BIN / "moldiff-train"), "experiment=qm9_cpu", f"run_dir={out / 'run'}", f"seed={a.seed}",
+         f"trainer.max_time={hms(a.minutes)}", f"optim.total_minutes={a.minutes}", "trainer.enable_progress_bar=false",
+         f"data.val_size={a.val_size}", *([f"data.root={a.data_root}"] if a.data_root else []), *overrides, *a.extra],
+        log, env)
+    train_s = time.time() - t0
+    ckpt = out / "run" / "checkpoints" / "last.ckpt"
+    sdf = out / "samples.sdf"
+    run([str(BIN / "moldiff-sample"), f"ckpt={ckpt}", f"n_samples={a.samples}", f"steps={a.steps}", "seed=0",
+         f"out={sdf}", "progress=false", "resume=false"], log, env)
+    run([str(BIN / "moldiff-evaluate"), f"input={sdf}", f"reference={a.reference}", f"json={out / 'metrics.json'}",
+         *([f"data_root={a.data_root}"] if a.data_root else [])], log, env)
+    m = json.loads((out / "metrics.json").read_text())
+    summary = json.loads((out / "run" / "summary.json").read_text())
+    res = {
+        "variant": name, "description": VARIANTS[name][0], "overrides": overrides,
+        "mol_stability": m.get("mol_stability"), "connected_validity": m.get("connected_validity"),
+        "edm_mol_stability": m.get("edm_mol_stability"),
+        "bond_length_w1": ((m.get("distribution") or {}).get("bond_length_w1") or {}).get("single"),
+        "val_loss": last_val_loss(out / "run"), "steps": summary["global_step"], "train_wall_s": round(train_s),
+        "budget_min": a.minutes, "samples": a.samples, "sampling_steps": a.steps, "threads": a.threads,
+    }
+    result_file.write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
+def pct(x) -> str:
+    return "-" if x is None else f"{100 * x:.1f} %"
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--minutes", type=float, default=15.0, help="training time per variant")
+    ap.add_argument("--samples", type=int, default=500)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-size", type=int, default=500)
+    ap.add_argument("--only", default=None, help="comma list of variants (default: all)")
+    ap.add_argument("--parallel", type=int, default=1, help="variants run at once")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per variant")
+    ap.add_argument("--out", type=Path, default=REPO / "runs" / "ablation")
+    ap.add_argument("--force", action="store_true")
+    ap.add_argument("--reference", default="qm9", help="reference dataset of moldiff-evaluate (null: none)")
+    ap.add_argument("--data-root", default=None, help="dataset cache root for training and the reference")
+    ap.add_argument("extra", nargs="*", help="overrides added to every variant (e.g. data.limit=300 for a smoke run)")
+    a = ap.parse_args(argv)
+    names = a.only.split(",") if a.only else list(VARIANTS)
+    unknown = [n for n in names if n not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
+    a.out.mkdir(parents=True, exist_ok=True)
+    with ThreadPoolExecutor(max_workers=a.parallel) as pool:
+        rows = list(pool.map(lambda n: one(n, a), names))
+    print(f"\n{a.minutes:g} training minutes per variant, {a.threads} thread(s) each, {a.parallel} at once; "
+          f"{a.samples} samples at {a.steps} steps (seed 0)\n")
+    print("| variant | strict mol. stab. | connected validity | EDM mol. stab. | single-bond length W1 (A) | val. loss | steps | train wall (s) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        w1 = "-" if r["bond_length_w1"] is None else f"{r['bond_length_w1']:.4f}"
+        vl = "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}"
+        print(f"| {r['variant']} | {pct(r['mol_stability'])} | {pct(r['connected_validity'])} | {pct(r['edm_mol_stability'])} | "
+              f"{w1} | {vl} | {r['steps']} | {r['train_wall_s']} |")
+
+
+if __name__ == "__main__":
+    main()

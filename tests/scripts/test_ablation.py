@@ -1,0 +1,25 @@
+"""scripts/ablation.py end to end on a tiny budget: trains, samples and scores two variants, resumes."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import run_script
+
+pytestmark = pytest.mark.qm9
+
+
+def test_ablation_smoke_and_resume(data_root, tmp_path):
+    args = ["--minutes", "0.05", "--samples", "3", "--steps", "2", "--only", "new,old", "--out", str(tmp_path),
+            "--reference", "null", "--data-root", str(data_root), "--",
+            "model=tiny", "data.limit=300", "data.subset=32", "data.batch_size=8", "trainer.max_steps=3"]
+    proc = run_script("ablation.py", *args, timeout=900)
+    assert "| new |" in proc.stdout and "| old |" in proc.stdout
+    for name in ("new", "old"):
+        res = json.loads((tmp_path / f"{name}.json").read_text())
+        assert res["steps"] == 3 and res["samples"] == 3 and 0.0 <= res["mol_stability"] <= 1.0
+    first = (tmp_path / "new.json").stat().st_mtime
+    run_script("ablation.py", *args, timeout=900)  # finished variants are not run again
+    assert (tmp_path / "new.json").stat().st_mtime == first
