@@ -1,4 +1,4 @@
-"""``moldiff-evaluate``: score an SDF / XYZ set with the metrics of DESIGN.md section 9.
+"""``moldiff-evaluate``: score an SDF / XYZ set with the metrics of docs/metrics.md.
 
 Prints a table (``moldiff.metrics.format_table``) and optionally writes the metrics JSON. Both say
 how ``moldiff-sample`` decoded and relaxed the molecules (``decoding``: ``argmax`` / ``map`` / ``mixed``

@@ -1,4 +1,4 @@
-"""Molecule-set metrics (DESIGN.md section 9): plain functions, no Lightning.
+"""Molecule-set metrics (definitions: docs/metrics.md): plain functions, no Lightning.
 
 Entry point: :func:`evaluate_molecules` (and :func:`format_table` for its printout).
 """

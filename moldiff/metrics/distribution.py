@@ -1,4 +1,4 @@
-"""Distribution distances between a molecule set and a reference split (DESIGN.md section 9).
+"""Distribution distances between a molecule set and a reference split (docs/metrics.md).
 
 * total variation ``TV(p, q) = 0.5 * sum_k |p_k - q_k|`` of the atom-type, formal-charge,
   bond-type (among existing bonds: single/double/triple/aromatic, Kekule forms where RDKit could

@@ -30,6 +30,8 @@ from pathlib import Path
 import numpy as np
 from rdkit import Chem
 
+from moldiff.chem.rdkit_conv import RDKIT_BOND_TYPE
+
 TABLES_FILE = Path(__file__).with_name("edm_bond_tables.json")
 
 
@@ -97,9 +99,6 @@ def edm_tables() -> EDMTables:
     return EDMTables()
 
 
-_RD_BOND = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE}
-
-
 def order_matrix_to_bonds(order: np.ndarray) -> np.ndarray:
     """Upper-triangle bond list ``[B, 3]`` rows ``(i, j, order)`` of an order matrix."""
     i, j = np.nonzero(np.triu(order, 1))
@@ -123,7 +122,7 @@ def edm_validity(elements: list[str], order: np.ndarray) -> tuple[bool, str | No
     for e in elements:
         rw.AddAtom(Chem.Atom(e))
     for i, j, o in order_matrix_to_bonds(order).tolist():
-        rw.AddBond(i, j, _RD_BOND[o])
+        rw.AddBond(i, j, RDKIT_BOND_TYPE[o])  # orders 1-3 are the single/double/triple codes
     mol = rw.GetMol()
     try:
         Chem.SanitizeMol(mol)

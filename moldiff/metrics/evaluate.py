@@ -1,4 +1,4 @@
-"""One entry point for the evaluation contract of DESIGN.md section 9: :func:`evaluate_molecules`.
+"""One entry point for the evaluation protocols of docs/metrics.md: :func:`evaluate_molecules`.
 
 Protocols in one result (``protocol_version`` names this file's definitions; bump it whenever a
 definition changes, so numbers from different versions are never put side by side):
@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Literal, Sequence
 from rdkit import Chem, RDLogger
 
 from moldiff.chem.molecule import Molecule
-from moldiff.chem.rdkit_conv import from_rdkit, to_rdkit
+from moldiff.chem.rdkit_conv import determine_bonds, from_rdkit, to_rdkit
 from moldiff.metrics.distribution import GeometryStats, distribution_distances, reference_stats
 from moldiff.metrics.edm import edm_stability, edm_validity, order_matrix_to_bonds
 from moldiff.metrics.valence import graph_to_rdkit, strict_stability
@@ -71,13 +71,9 @@ def infer_bonds_rdkit(mol: Molecule) -> tuple[Molecule, bool]:
     from rdkit.Chem import rdDetermineBonds
 
     base = to_rdkit(Molecule(mol.elements, mol.pos, name=mol.name))
-    for hueckel in (False, True):
-        m = Chem.Mol(base)
-        try:
-            rdDetermineBonds.DetermineBonds(m, charge=0, useHueckel=hueckel)
-            return from_rdkit(m, name=mol.name), True
-        except Exception:
-            continue
+    found, _ = determine_bonds(base, charge=0)
+    if found is not None:
+        return from_rdkit(found, name=mol.name), True
     m = Chem.Mol(base)
     try:
         rdDetermineBonds.DetermineConnectivity(m)
@@ -123,7 +119,7 @@ def evaluate_molecules(
     distribution: bool = True,
     steps: int | None = None,
 ) -> dict:
-    """Score a molecule set with every protocol of DESIGN.md section 9.
+    """Score a molecule set with every protocol of docs/metrics.md.
 
     Args:
         mols: the molecules (explicit hydrogens).
@@ -253,7 +249,7 @@ def evaluate_molecules(
         "inference_failed": inference_failed if bond_inference == "rdkit" else None,
         "edm_metrics_use": "inferred from distances (EDM tables, no charges)",
     }
-    out["valence_table"] = "strict (DESIGN.md section 9: aromatic 1.5 after kekulization; charged valences)"
+    out["valence_table"] = "strict (docs/metrics.md: aromatic bonds kekulized, 1.5 only where that fails; charged valences)"
     if reference is not None:
         ref = reference_stats(reference, distribution_split, max_reference, seed) if distribution else None
         out["reference"] = {

@@ -1,4 +1,4 @@
-"""Strict atom / molecule stability from a molecule's own bonds and formal charges (DESIGN.md section 9).
+"""Strict atom / molecule stability from a molecule's own bonds and formal charges (docs/metrics.md).
 
 An atom is stable when its bond-order sum is an allowed valence for its (element, formal charge):
 
@@ -11,7 +11,7 @@ An atom is stable when its bond-order sum is an allowed valence for its (element
 * an (element, charge) pair missing from :data:`ALLOWED_VALENCES` is unstable.
 
 Unlike the lenient table of the MiDi lineage, neutral C with 3 bonds and neutral N with 2 bonds
-are *not* stable here (see ANCHORS.md).
+are *not* stable here (docs/metrics.md compares the two tables).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import numpy as np
 from rdkit import Chem
 
 from moldiff.chem.molecule import AROMATIC, BOND_VALENCE, Molecule
+from moldiff.chem.rdkit_conv import RDKIT_BOND_TYPE
 
 #: (element, formal charge) -> allowed bond-order sums.
 ALLOWED_VALENCES: dict[tuple[str, int], tuple[int, ...]] = {
@@ -63,9 +64,6 @@ def valence_sums(num_atoms: int, bonds: np.ndarray) -> np.ndarray:
     return sums
 
 
-_RD_BOND = {1: Chem.BondType.SINGLE, 2: Chem.BondType.DOUBLE, 3: Chem.BondType.TRIPLE, AROMATIC: Chem.BondType.AROMATIC}
-
-
 def graph_to_rdkit(elements: list[str], charges: np.ndarray, bonds: np.ndarray) -> Chem.Mol:
     """Unsanitized RDKit graph (no conformer) with the same conventions as ``chem.rdkit_conv.to_rdkit``.
 
@@ -80,7 +78,7 @@ def graph_to_rdkit(elements: list[str], charges: np.ndarray, bonds: np.ndarray) 
         atom.SetNoImplicit(True)
         rw.AddAtom(atom)
     for i, j, code in np.asarray(bonds).tolist():
-        rw.AddBond(i, j, _RD_BOND[code])
+        rw.AddBond(i, j, RDKIT_BOND_TYPE[code])
         if code == AROMATIC:
             rw.GetBondBetweenAtoms(i, j).SetIsAromatic(True)
             rw.GetAtomWithIdx(i).SetIsAromatic(True)

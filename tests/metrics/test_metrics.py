@@ -1,4 +1,4 @@
-"""Metrics of DESIGN.md section 9 on hand-written molecules and a tiny QM9 cache."""
+"""Metrics (docs/metrics.md) on hand-written molecules and a tiny QM9 cache."""
 
 from __future__ import annotations
 
