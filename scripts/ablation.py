@@ -82,8 +82,10 @@ def one(name: str, a: argparse.Namespace) -> dict:
     log = out / "log.txt"
     overrides = VARIANTS[name][1]
     t0 = time.time()
+    budget = ([f"trainer.max_steps={a.train_steps}", f"optim.total_steps={a.train_steps}", "optim.total_minutes=null"]
+              if a.train_steps else [f"trainer.max_time={hms(a.minutes)}", f"optim.total_minutes={a.minutes}"])
     run([str(BIN / "moldiff-train"), "experiment=qm9_cpu", f"run_dir={out / 'run'}", f"seed={a.seed}",
-         f"trainer.max_time={hms(a.minutes)}", f"optim.total_minutes={a.minutes}", "trainer.enable_progress_bar=false",
+         *budget, "trainer.enable_progress_bar=false",
          f"data.val_size={a.val_size}", *([f"data.root={a.data_root}"] if a.data_root else []), *overrides, *a.extra],
         log, env)
     train_s = time.time() - t0
@@ -101,7 +103,7 @@ def one(name: str, a: argparse.Namespace) -> dict:
         "edm_mol_stability": m.get("edm_mol_stability"),
         "bond_length_w1": ((m.get("distribution") or {}).get("bond_length_w1") or {}).get("single"),
         "val_loss": last_val_loss(out / "run"), "steps": summary["global_step"], "train_wall_s": round(train_s),
-        "budget_min": a.minutes, "samples": a.samples, "sampling_steps": a.steps, "threads": a.threads,
+        "budget_min": None if a.train_steps else a.minutes, "budget_steps": a.train_steps, "samples": a.samples, "sampling_steps": a.steps, "threads": a.threads,
     }
     result_file.write_text(json.dumps(res, indent=1) + "\n")
     return res
@@ -114,6 +116,8 @@ def pct(x) -> str:
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=15.0, help="training time per variant")
+    ap.add_argument("--train-steps", type=int, default=None,
+                    help="train each variant for this many steps instead of --minutes (fairer on a shared machine)")
     ap.add_argument("--samples", type=int, default=500)
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--seed", type=int, default=0)
@@ -134,7 +138,8 @@ def main(argv=None) -> None:
     a.out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=a.parallel) as pool:
         rows = list(pool.map(lambda n: one(n, a), names))
-    print(f"\n{a.minutes:g} training minutes per variant, {a.threads} thread(s) each, {a.parallel} at once; "
+    budget = f"{a.train_steps} training steps" if a.train_steps else f"{a.minutes:g} training minutes"
+    print(f"\n{budget} per variant, {a.threads} thread(s) each, {a.parallel} at once; "
           f"{a.samples} samples at {a.steps} steps (seed 0)\n")
     print("| variant | strict mol. stab. | connected validity | EDM mol. stab. | single-bond length W1 (A) | val. loss | steps | train wall (s) |")
     print("|---|---|---|---|---|---|---|---|")

@@ -99,8 +99,12 @@ def main(argv: list[str] | None = None) -> None:
     if a.resume and a.init_from:
         raise SystemExit("give --resume or --init-from, not both")
 
+    import logging
+
     import torch
     from hydra import compose, initialize_config_dir
+
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s][%(name)s][%(levelname)s] - %(message)s")
 
     from moldiff.cli.train import train
 
