@@ -23,6 +23,7 @@ import math
 import time
 from typing import TYPE_CHECKING, Literal, Sequence
 
+import numpy as np
 from rdkit import Chem, RDLogger
 
 from moldiff.chem.molecule import Molecule
@@ -80,6 +81,29 @@ def infer_bonds_rdkit(mol: Molecule) -> tuple[Molecule, bool]:
     except Exception:
         return Molecule(mol.elements, mol.pos, name=mol.name), False
     return from_rdkit(m, name=mol.name), False
+
+
+def strict_bonds(mol: Molecule, bond_inference: BondInference = "edm",
+                 order: np.ndarray | None = None) -> tuple[Molecule, bool | None]:
+    """The molecule the strict metrics score: ``mol`` itself, or, when it has more than one atom and
+    no bonds at all, a copy with bonds inferred from its geometry.
+
+    Args:
+        mol: a well-formed molecule.
+        bond_inference: ``edm`` (EDM distance tables, no charges) or ``rdkit`` (``DetermineBonds``).
+        order: the EDM order matrix of ``mol`` if already computed (saves recomputing it).
+
+    Returns:
+        ``(molecule, success)``: ``success`` is None for a molecule scored on its own bonds, else
+        whether the inference gave bond orders (EDM inference always does).
+    """
+    if mol.has_bonds or mol.num_atoms <= 1:
+        return mol, None
+    if bond_inference == "edm":
+        if order is None:
+            order = edm_stability(mol.elements, mol.pos)[1]
+        return Molecule(mol.elements, mol.pos, None, order_matrix_to_bonds(order), name=mol.name), True
+    return infer_bonds_rdkit(mol)
 
 
 def tag_summary(mols: Sequence[Molecule], tag: str) -> str:
@@ -171,16 +195,12 @@ def evaluate_molecules(
                 c["edm_valid"] += 1
                 edm_smiles.append(smi)
             # strict protocol: own bonds (inferred when the molecule has none)
-            work = mol
-            if not mol.has_bonds and n > 1:
-                bonds_inferred += 1
-                if bond_inference == "edm":
-                    work = Molecule(mol.elements, mol.pos, None, order_matrix_to_bonds(order), name=mol.name)
-                else:
-                    work, success = infer_bonds_rdkit(mol)
-                    inference_failed += int(not success)
-            else:
+            work, success = strict_bonds(mol, bond_inference, order)
+            if success is None:
                 bonds_own += 1
+            else:
+                bonds_inferred += 1
+                inference_failed += int(not success)
             rd = graph_to_rdkit(work.elements, work.charges, work.bonds)
             stable, used, kekulized = strict_stability(work, rd)
             if kekulized:
@@ -317,12 +337,16 @@ def format_table(metrics: dict) -> str:
         for name, v in (d.get("bond_length_w1") or {}).items():
             row(f"  {name} bond length W1", _num(v), "Angstrom")
         row("  bond angle W1", _num(d.get("bond_angle_w1"), "{:.3f}"), "degrees")
+    if m.get("posebusters"):
+        from moldiff.metrics.posebusters import format_rows  # imports this module
+
+        rows.extend(format_rows(m["posebusters"]))
     if c.get("malformed"):
         row("malformed molecules", str(c["malformed"]), "counted as unstable and invalid")
     for label, key in (("decoding statuses", "decode_status"), ("relaxation statuses", "relax_status")):
         if m.get(key):
             row(label, "", ", ".join(f"{v} {k}" for k, v in m[key].items()))
-    w0 = max(len(r[0]) for r in rows)
+    w0 = max(len(r[0]) for r in rows if r[1])  # section headings (no value) may run past the column
     w1 = max(len(r[1]) for r in rows)
     lines = head + ["-" * (w0 + w1 + 16)]
     for label, value, note in rows:

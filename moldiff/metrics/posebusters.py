@@ -1,0 +1,203 @@
+"""PoseBusters' molecule-level plausibility checks on a molecule set (optional: ``pip install 'moldiff[checks]'``).
+
+The checks are PoseBusters' own (``PoseBusters(config="mol").bust(...)``, Buttenschoen et al. 2024);
+nothing here re-implements them. Of its ``mol`` report, these columns are scored (:data:`CHECKS`):
+
+* ``bond_lengths``, ``bond_angles``, ``internal_steric_clash``: within (widened) distance-geometry
+  bounds of RDKit;
+* ``aromatic_ring_flatness``, ``double_bond_flatness``: atoms of aromatic rings / C=C double bonds
+  near a common plane (a molecule without such systems passes);
+* ``internal_energy``: UFF energy of the pose over the mean energy of an ETKDG conformer ensemble
+  of the same molecule below PoseBusters' threshold. This is the slow check (the ensemble is
+  generated once per distinct molecule), hence the seeded subset of :func:`posebusters_checks`.
+
+Each molecule is checked on the bonds the strict metrics use (:func:`moldiff.metrics.evaluate.strict_bonds`:
+its own, or inferred from the geometry when it has none). Only molecules that RDKit sanitizes are
+passed to PoseBusters; the others (and malformed ones) fail every check. A check that PoseBusters
+could not run on a sanitizable molecule (e.g. UFF has no parameters for an element) fails too and
+is counted under ``not_run``. Every rate has the number of checked molecules as denominator.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from types import ModuleType
+from typing import Any, Sequence
+
+import numpy as np
+from rdkit import Chem, RDLogger
+
+from moldiff.chem.molecule import Molecule
+from moldiff.chem.rdkit_conv import to_rdkit
+from moldiff.metrics.evaluate import BondInference, strict_bonds
+
+#: PoseBusters report column -> label in the printed table (molecule-level checks, no protein, no reference pose).
+CHECKS: dict[str, str] = {
+    "bond_lengths": "bond lengths",
+    "bond_angles": "bond angles",
+    "internal_steric_clash": "internal steric clash",
+    "aromatic_ring_flatness": "aromatic ring flatness",
+    "double_bond_flatness": "double bond flatness",
+    "internal_energy": "internal energy",
+}
+#: PoseBusters configuration whose report holds :data:`CHECKS`.
+CONFIG = "mol"
+#: How to install the optional dependency.
+INSTALL_HINT = "pip install 'moldiff[checks]'"
+
+
+class MissingExtraError(ImportError):
+    """An optional dependency (a ``moldiff[...]`` extra) is not installed."""
+
+
+def require_posebusters() -> ModuleType:
+    """Import the ``posebusters`` package.
+
+    Raises:
+        MissingExtraError: when it cannot be imported; the message names the extra to install.
+    """
+    try:
+        import posebusters
+    except ImportError as exc:
+        raise MissingExtraError(
+            f"posebusters=true needs the PoseBusters package, which is not installed: {INSTALL_HINT}"
+        ) from exc
+    return posebusters
+
+
+def sample_indices(n: int, max_molecules: int | None, seed: int = 0) -> list[int]:
+    """Sorted indices of the molecules to check: all ``n``, or a seeded sample of ``max_molecules``.
+
+    Raises:
+        ValueError: ``max_molecules`` below 1.
+    """
+    if max_molecules is not None and max_molecules < 1:
+        raise ValueError(f"posebusters_max={max_molecules}: give a positive number of molecules, or null for all")
+    if max_molecules is None or n <= max_molecules:
+        return list(range(n))
+    rng = np.random.default_rng(seed)
+    return sorted(int(i) for i in rng.choice(n, size=int(max_molecules), replace=False))
+
+
+def sanitized_rdkit(mol: Molecule, bond_inference: BondInference = "edm") -> Chem.Mol | None:
+    """The sanitized RDKit molecule (one conformer) PoseBusters checks, or None when there is none.
+
+    None for a malformed molecule (no atoms, non-finite coordinates, unknown element) and for one
+    that RDKit does not sanitize on the bonds the strict metrics use.
+    """
+    try:
+        mol.check()
+        work, _ = strict_bonds(mol, bond_inference)
+        rd = to_rdkit(work)
+        Chem.SanitizeMol(rd)
+    except Exception:  # noqa: BLE001 - RDKit raises several types; any failure means "not sanitizable"
+        return None
+    return rd
+
+
+def _passed(value: Any) -> bool | None:
+    """A report cell as True / False, or None when PoseBusters did not run the check (NaN / NA)."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    return None
+
+
+def posebusters_checks(
+    mols: Sequence[Molecule],
+    *,
+    max_molecules: int | None = 200,
+    seed: int = 0,
+    bond_inference: BondInference = "edm",
+) -> dict:
+    """Run PoseBusters' molecule-level checks on (a seeded sample of) ``mols``.
+
+    Args:
+        mols: the molecules (explicit hydrogens).
+        max_molecules: check at most this many (a seeded sample, in file order); None checks all.
+        seed: seed of that sample.
+        bond_inference: bonds for molecules that have none, as for the strict metrics.
+
+    Returns:
+        A JSON-able dict: ``checks`` (report columns, in order), ``pass_rate`` and ``passed`` per
+        check, ``all_pass_rate`` and ``all_passed`` (every check passed), ``not_run`` per check,
+        ``n_molecules`` (the whole set), ``n_checked`` (the sample: the denominator),
+        ``sample`` (``all`` or ``seeded``), ``seed``, ``not_sanitizable`` (molecules that failed
+        every check without being passed to PoseBusters), ``config``, ``posebusters_version``,
+        ``seconds`` and ``seconds_per_molecule`` (of the molecules passed to PoseBusters).
+
+    Raises:
+        MissingExtraError: PoseBusters is not installed.
+        ValueError: ``max_molecules`` below 1.
+    """
+    pb = require_posebusters()
+    from posebusters import PoseBusters
+
+    chosen = sample_indices(len(mols), max_molecules, seed)
+    t0 = time.perf_counter()
+    RDLogger.DisableLog("rdApp.*")
+    pb_log = logging.getLogger("posebusters")
+    level = pb_log.level
+    pb_log.setLevel(logging.ERROR)  # per-molecule warnings ("Energy ratio module failed because ...")
+    try:
+        rdmols = [sanitized_rdkit(mols[i], bond_inference) for i in chosen]
+        busted = [m for m in rdmols if m is not None]
+        rows: list[dict[str, bool | None]] = []
+        if busted:
+            report = PoseBusters(config=CONFIG).bust(busted)
+            missing = [c for c in CHECKS if c not in report.columns]
+            if missing:
+                raise RuntimeError(f"PoseBusters {pb.__version__} reports no {missing} in config {CONFIG!r}; "
+                                   f"{INSTALL_HINT} installs a supported version")
+            rows = [{c: _passed(v) for c, v in zip(CHECKS, r)} for r in report[list(CHECKS)].itertuples(index=False)]
+            if len(rows) != len(busted):
+                raise RuntimeError(f"PoseBusters returned {len(rows)} rows for {len(busted)} molecules")
+    finally:
+        pb_log.setLevel(level)
+        RDLogger.EnableLog("rdApp.*")
+    seconds = time.perf_counter() - t0
+
+    n = len(chosen)
+    passed = {c: sum(1 for r in rows if r[c]) for c in CHECKS}
+    not_run = {c: sum(1 for r in rows if r[c] is None) for c in CHECKS}
+    all_passed = sum(1 for r in rows if all(r[c] for c in CHECKS))
+    return {
+        "config": CONFIG,
+        "posebusters_version": getattr(pb, "__version__", None),
+        "checks": list(CHECKS),
+        "n_molecules": len(mols),
+        "n_checked": n,
+        "sample": "all" if n == len(mols) else "seeded",
+        "seed": seed,
+        "not_sanitizable": n - len(rows),
+        "passed": passed,
+        "pass_rate": {c: (v / n if n else 0.0) for c, v in passed.items()},
+        "not_run": not_run,
+        "all_passed": all_passed,
+        "all_pass_rate": all_passed / n if n else 0.0,
+        "seconds": round(seconds, 3),
+        "seconds_per_molecule": round(seconds / len(rows), 4) if rows else None,
+    }
+
+
+def format_rows(result: dict) -> list[tuple[str, str, str]]:
+    """Table rows ``(label, value, note)`` of a :func:`posebusters_checks` result (for ``format_table``)."""
+    n = result["n_checked"]
+    what = (f"all {n} molecules" if result["sample"] == "all"
+            else f"{n} of {result['n_molecules']} molecules, seeded sample, seed {result['seed']}")
+    rows = [(f"PoseBusters checks ({what})", "", "")]
+    for col, label in CHECKS.items():
+        note = f"{result['passed'][col]}/{n}"
+        if result["not_run"].get(col):
+            note += f" ({result['not_run'][col]} could not be run: failing)"
+        rows.append((f"  {label}", _pct(result["pass_rate"][col]), note))
+    rows.append(("  all of the above", _pct(result["all_pass_rate"]), f"{result['all_passed']}/{n}"))
+    if result["not_sanitizable"]:
+        rows.append(("  not sanitizable (fail every check)", str(result["not_sanitizable"]), "not passed to PoseBusters"))
+    if result.get("seconds_per_molecule") is not None:
+        rows.append(("  time", f"{result['seconds']:.1f} s", f"{result['seconds_per_molecule']:.3f} s per molecule"))
+    return rows
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:6.2f} %"
