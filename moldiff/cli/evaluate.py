@@ -3,15 +3,22 @@
 Prints a table (``moldiff.metrics.format_table``) and optionally writes the metrics JSON. Both say
 how ``moldiff-sample`` decoded and relaxed the molecules (``decoding``: ``argmax`` / ``map`` / ``mixed``
 / ``unknown`` from the ``moldiff_decoding`` SD tags; ``relax`` likewise from ``moldiff_relax``), so
-numbers of corrected and raw samples are never confused.
-Bad input (missing file, empty file, unreadable record, ...) ends with one line on stderr naming
-the file and record, and exit status 2.
+numbers of corrected and raw samples are never confused. ``posebusters=true`` adds PoseBusters'
+molecule-level checks on a seeded sample (``moldiff.metrics.posebusters``; ``pip install 'moldiff[checks]'``).
+
+Bad input (missing file, empty file, unreadable record, an output path that cannot be written, a
+missing optional package, ...) ends with one line on stderr and exit status 2; output paths and
+optional packages are checked before any work starts. When the reference dataset cannot be built
+because its package is missing (``reference=qm9`` without ``qm9pack``), the file is scored without
+it, after a one-line warning: novelty and the distribution distances need the reference.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,28 +27,87 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from moldiff.chem.io import MoleculeInputError, draw_grid, read_molecules
+from moldiff.cli.common import USER_ERRORS
 from moldiff.metrics import evaluate_molecules, format_table
+from moldiff.metrics.posebusters import MissingExtraError
 from moldiff.utils.io import atomic_write
 
 if TYPE_CHECKING:
     from moldiff.data.cache import MolCache
 
+PROG = "moldiff-evaluate"
+_NONE = (None, "", "null", "none")
+
 #: SD tags that, when equal on every molecule, say how many sampling steps produced them.
 STEP_TAGS = ("moldiff_steps", "steps", "num_steps", "n_steps", "sampling_steps")
 
 
+def notice(message: str) -> None:
+    """One line for the user on stderr (stdout carries the table)."""
+    print(f"{PROG}: {message}", file=sys.stderr, flush=True)
+
+
 def open_reference(name: str | None, data_root: str | None) -> MolCache | None:
-    """A reference cache: None, a cache folder, or a dataset name (built by the registry if missing)."""
-    if name in (None, "", "null", "none"):
+    """A reference cache: None, a cache folder, or a dataset name (built by the registry if missing).
+
+    Before a build starts, one line on stderr says so (for ``qm9``: where, and that it takes about
+    two minutes, once).
+
+    Raises:
+        ModuleNotFoundError: the dataset's source package is missing (checked before anything is
+            built); the message has the install command.
+        ValueError: an unknown dataset name.
+    """
+    if name in _NONE:
         return None
     from moldiff.data.cache import MolCache  # imported here: torch is only needed with a reference
 
     p = Path(str(name))
     if (p / "meta.json").exists():
         return MolCache(p)
-    from moldiff.data.registry import prepare_dataset
+    from moldiff.data.registry import cache_path, prepare_dataset
 
+    path = cache_path(str(name), data_root)
+    if not (path / "meta.json").exists():
+        if str(name) == "qm9":
+            from moldiff.data.qm9 import qm9pack_files
+
+            qm9pack_files()  # raises ModuleNotFoundError (with the install command) before we announce a build
+            notice(f"building the QM9 reference cache in {path.parent} (about 2 minutes, once)")
+        else:
+            notice(f"building the {name} reference cache in {path.parent} (once)")
     return prepare_dataset(str(name), root=data_root)
+
+
+def check_output_path(path: str | os.PathLike, key: str) -> Path:
+    """Make sure ``path`` can be written as a file (before any work is done).
+
+    The file itself is not created; missing parent folders are allowed (they are created when it
+    is written) as long as the nearest existing one is a writable folder.
+
+    Args:
+        path: the output file.
+        key: the option that names it (for the message), e.g. ``json``.
+
+    Raises:
+        ValueError: ``path`` is an existing folder, one of its parents is a file, or the folder
+            that would hold it is not writable.
+    """
+    p = Path(str(path)).expanduser()
+    if p.is_dir():
+        raise ValueError(f"{key}={path}: is an existing folder; give a file name inside it, e.g. {key}={p / ('metrics.json' if key == 'json' else 'mols.png')}")
+    folder = p.absolute().parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ValueError(f"{key}={path}: {folder} is a file, not a folder")
+    try:  # a real write probe: permission bits do not tell for root, read-only mounts and the like
+        fd, probe = tempfile.mkstemp(prefix=".moldiff-write-check.", dir=folder)
+    except OSError as exc:
+        raise ValueError(f"{key}={path}: cannot write in {folder} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+    return p
 
 
 def _common_steps(mols: list) -> Any:
@@ -60,12 +126,32 @@ def evaluate_file(
     bond_inference: str = "edm",
     max_reference: int = 5000,
     seed: int = 0,
+    posebusters: bool = False,
+    posebusters_max: int | None = 200,
 ) -> dict:
     """Read ``path`` and evaluate it (what the CLI runs).
 
+    Args:
+        path: SDF / XYZ file or folder of XYZ files.
+        reference: dataset cache for novelty and the distribution distances; None skips both.
+        skip_invalid: skip unreadable records (listed under ``skipped``) instead of failing.
+        check_vocab: treat atoms outside the reference's vocabulary as bad input.
+        bond_inference: bonds for molecules without any (``edm`` or ``rdkit``).
+        max_reference: reference molecules sampled for the distribution distances.
+        seed: seed of that sample and of the PoseBusters sample.
+        posebusters: also run PoseBusters' molecule-level checks (result under ``posebusters``,
+            else None there).
+        posebusters_max: check at most this many molecules (seeded sample); None checks all.
+
     Raises:
         MoleculeInputError: unreadable input, or no readable molecule at all.
+        moldiff.metrics.posebusters.MissingExtraError: ``posebusters`` without the package.
     """
+    if posebusters:
+        from moldiff.metrics.posebusters import require_posebusters, sample_indices
+
+        require_posebusters()
+        sample_indices(0, posebusters_max)  # rejects a bad posebusters_max before the work
     report: list[str] = []
     vocab = reference.vocab if (reference is not None and check_vocab) else None
     mols = read_molecules(path, skip_invalid=skip_invalid, report=report, vocab=vocab)
@@ -73,15 +159,45 @@ def evaluate_file(
         raise MoleculeInputError(path, f"no readable molecule ({len(report)} records skipped)")
     metrics = evaluate_molecules(mols, reference, bond_inference=bond_inference, max_reference=max_reference,
                                  seed=seed, steps=_common_steps(mols))
+    metrics["posebusters"] = None
+    if posebusters:
+        from moldiff.metrics.posebusters import posebusters_checks
+
+        metrics["posebusters"] = posebusters_checks(mols, max_molecules=posebusters_max, seed=seed,
+                                                    bond_inference=bond_inference)  # type: ignore[arg-type]
     metrics["input"] = str(path)
     metrics["skipped_records"] = len(report)
     metrics["skipped"] = report
     return metrics
 
 
+def _optional_int(value: Any) -> int | None:
+    return None if value in _NONE else int(value)
+
+
 def run(cfg: DictConfig) -> dict:
-    """Evaluate as configured, print the table, write the JSON; returns the metrics."""
-    reference = open_reference(cfg.reference, cfg.data_root)
+    """Evaluate as configured, print the table, write the JSON; returns the metrics.
+
+    Output paths and the optional PoseBusters package are checked first, so a typo costs no work.
+    """
+    json_path = check_output_path(cfg.json, "json") if cfg.json not in _NONE else None
+    png_path = check_output_path(cfg.png, "png") if cfg.get("png") not in _NONE else None
+    posebusters = bool(cfg.get("posebusters", False))
+    posebusters_max = _optional_int(cfg.get("posebusters_max", 200))
+    if posebusters:
+        from moldiff.metrics.posebusters import require_posebusters, sample_indices
+
+        require_posebusters()
+        sample_indices(0, posebusters_max)  # rejects posebusters_max < 1
+    if not Path(str(cfg.input)).exists():
+        raise MoleculeInputError(cfg.input, "no such file or folder")
+    unavailable = None
+    try:
+        reference = open_reference(cfg.reference, cfg.data_root)
+    except ModuleNotFoundError as exc:
+        unavailable = f"reference={cfg.reference} unavailable ({exc})"
+        notice(f"warning: {unavailable}; scoring without it: novelty and the distribution distances need the reference")
+        reference = None
     metrics = evaluate_file(
         cfg.input,
         reference,
@@ -90,16 +206,19 @@ def run(cfg: DictConfig) -> dict:
         bond_inference=str(cfg.bond_inference),
         max_reference=int(cfg.max_reference),
         seed=int(cfg.seed),
+        posebusters=posebusters,
+        posebusters_max=posebusters_max,
     )
+    metrics["reference_unavailable"] = unavailable
     print(format_table(metrics))
     if metrics["skipped_records"]:
         print(f"skipped {metrics['skipped_records']} unreadable records (listed in the JSON)")
-    if cfg.get("png"):
+    if png_path is not None:
         mols = read_molecules(cfg.input, skip_invalid=True, report=[])[: int(cfg.png_count)]
-        draw_grid(mols, cfg.png)
+        draw_grid(mols, png_path)
         print(f"depictions: {cfg.png}")
-    if cfg.json:
-        with atomic_write(cfg.json) as fh:
+    if json_path is not None:
+        with atomic_write(json_path) as fh:
             json.dump(metrics, fh, indent=1)
             fh.write("\n")
         print(f"metrics JSON: {cfg.json}")
@@ -108,16 +227,22 @@ def run(cfg: DictConfig) -> dict:
 
 @hydra.main(config_path="pkg://moldiff.conf", config_name="evaluate", version_base="1.3")
 def main(cfg: DictConfig) -> None:
-    """Hydra entry point (``moldiff-evaluate``)."""
+    """Hydra entry point (``moldiff-evaluate``): user errors are one line on stderr and exit status 2
+    (``MOLDIFF_DEBUG=1`` shows the traceback instead)."""
     try:
         OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
         run(cfg)
     except MissingMandatoryValue as exc:
+        if os.environ.get("MOLDIFF_DEBUG"):
+            raise
         key = getattr(exc, "full_key", None) or "input"
-        print(f"moldiff-evaluate: error: {key}=... is required (e.g. input=mols.sdf)", file=sys.stderr)
+        print(f"{PROG}: error: {key}=... is required (e.g. input=mols.sdf)", file=sys.stderr)
         sys.exit(2)
-    except (MoleculeInputError, FileNotFoundError, ValueError) as exc:
-        print(f"moldiff-evaluate: error: {exc}", file=sys.stderr)
+    except (*USER_ERRORS, MissingExtraError, OSError) as exc:
+        if os.environ.get("MOLDIFF_DEBUG"):
+            raise
+        msg = str(exc).strip("'\"") if isinstance(exc, KeyError) else str(exc)
+        print(f"{PROG}: error: {' '.join(msg.split())}", file=sys.stderr)
         sys.exit(2)
 
 
