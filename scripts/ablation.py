@@ -1,15 +1,19 @@
-"""Recipe ablation: train each variant for the same CPU budget from the same seed, sample and score it.
+"""Recipe ablation: train each variant for the same budget from the same seed, sample and score it.
 
-Each variant is a list of Hydra overrides on top of ``experiment=qm9_cpu`` (the small preset and the
-current recipe). For every variant: ``moldiff-train`` for ``--minutes`` of training time (the learning
-rate decays over that budget), then ``moldiff-sample`` of ``--samples`` molecules at ``--steps`` steps
-(seed 0) and ``moldiff-evaluate``. Prints a markdown table and writes one JSON per variant under
-``--out``; a variant whose JSON exists is not run again (``--force`` reruns), so an interrupted ablation
-resumes.
+Each variant is a list of Hydra overrides on top of ``--experiment`` (default ``qm9_cpu``: the small
+preset and the current recipe). For every variant: a training chunk through ``scripts/gpu_train.py``
+for ``--minutes`` of training time or ``--train-steps`` steps (the learning rate decays over that
+budget; EMA weights exported to ``OUT/<variant>/model.pt``), then ``moldiff-sample`` of ``--samples``
+molecules at ``--steps`` steps (seed 0) and ``moldiff-evaluate``. Prints a markdown table and writes one
+JSON per variant under ``--out``; finished stages are not run again (``--force`` reruns), so an
+interrupted ablation resumes. ``--stage train`` runs only the training (a GPU machine without RDKit),
+``--stage score`` only the sampling and scoring (copy ``OUT/*/model.pt`` and ``train.json`` back first).
 
   python scripts/ablation.py --minutes 15 --out runs/ablation                 # every variant
   python scripts/ablation.py --minutes 15 --only new,old --parallel 2 --threads 1
   python scripts/ablation.py --minutes 15 --out runs/ablation -- model=medium   # overrides for every variant
+  python scripts/ablation.py --experiment qm9 --minutes 1 --stage train --out abl   # on a GPU, then here:
+  python scripts/ablation.py --experiment qm9 --minutes 1 --stage score --out abl
 """
 
 from __future__ import annotations
@@ -72,41 +76,64 @@ def last_val_loss(run_dir: Path) -> float | None:
     return best
 
 
-def one(name: str, a: argparse.Namespace) -> dict:
+def train_variant(name: str, a: argparse.Namespace, env: dict) -> None:
+    """Train one variant and export its EMA weights to ``OUT/<name>/model.pt`` (plus ``train.json``)."""
+    out = a.out / name
+    if (out / "train.json").exists() and not a.force:
+        return
+    out.mkdir(parents=True, exist_ok=True)
+    log = out / "log.txt"
+    budget = ([f"trainer.max_steps={a.train_steps}", f"optim.total_steps={a.train_steps}", "optim.total_minutes=null"]
+              if a.train_steps else [f"trainer.max_time={hms(a.minutes)}", f"optim.total_minutes={a.minutes}"])
+    t0 = time.time()
+    run([sys.executable, str(REPO / "scripts" / "gpu_train.py"), "--out", str(out), "--run-dir", str(out / "run"),
+         "--minutes", str(a.minutes), "--experiment", a.experiment,
+         *(["--data-root", a.data_root] if a.data_root else []), "--",
+         f"seed={a.seed}", *budget, "trainer.enable_progress_bar=false", f"data.val_size={a.val_size}",
+         *VARIANTS[name][1], *a.extra], log, env)
+    for f in (out / "resume.ckpt",):  # the resume checkpoint is not needed for scoring
+        f.unlink(missing_ok=True)
+    for f in out.glob("resume.ckpt.part*"):
+        f.unlink()
+    rec = json.loads((out / "record.json").read_text())
+    info = {"steps": rec["global_step"], "train_wall_s": round(time.time() - t0), "hardware": rec["hardware"],
+            "molecules_per_second": rec.get("molecules_per_second"), "val_loss": last_val_loss(out / "run")}
+    (out / "train.json").write_text(json.dumps(info, indent=1) + "\n")
+
+
+def score_variant(name: str, a: argparse.Namespace, env: dict) -> dict:
+    """Sample ``--samples`` molecules from ``OUT/<name>/model.pt`` and score them; ``OUT/<name>.json``."""
     out = a.out / name
     result_file = a.out / f"{name}.json"
     if result_file.exists() and not a.force:
         return json.loads(result_file.read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
     log = out / "log.txt"
-    overrides = VARIANTS[name][1]
-    t0 = time.time()
-    budget = ([f"trainer.max_steps={a.train_steps}", f"optim.total_steps={a.train_steps}", "optim.total_minutes=null"]
-              if a.train_steps else [f"trainer.max_time={hms(a.minutes)}", f"optim.total_minutes={a.minutes}"])
-    run([str(BIN / "moldiff-train"), "experiment=qm9_cpu", f"run_dir={out / 'run'}", f"seed={a.seed}",
-         *budget, "trainer.enable_progress_bar=false",
-         f"data.val_size={a.val_size}", *([f"data.root={a.data_root}"] if a.data_root else []), *overrides, *a.extra],
-        log, env)
-    train_s = time.time() - t0
-    ckpt = out / "run" / "checkpoints" / "last.ckpt"
     sdf = out / "samples.sdf"
-    run([str(BIN / "moldiff-sample"), f"ckpt={ckpt}", f"n_samples={a.samples}", f"steps={a.steps}", "seed=0",
+    run([str(BIN / "moldiff-sample"), f"ckpt={out / 'model.pt'}", f"n_samples={a.samples}", f"steps={a.steps}", "seed=0",
          f"out={sdf}", "progress=false", "resume=false"], log, env)
     run([str(BIN / "moldiff-evaluate"), f"input={sdf}", f"reference={a.reference}", f"json={out / 'metrics.json'}",
          *([f"data_root={a.data_root}"] if a.data_root else [])], log, env)
     m = json.loads((out / "metrics.json").read_text())
-    summary = json.loads((out / "run" / "summary.json").read_text())
+    tr = json.loads((out / "train.json").read_text())
     res = {
-        "variant": name, "description": VARIANTS[name][0], "overrides": overrides,
+        "variant": name, "description": VARIANTS[name][0], "overrides": VARIANTS[name][1],
         "mol_stability": m.get("mol_stability"), "connected_validity": m.get("connected_validity"),
         "edm_mol_stability": m.get("edm_mol_stability"),
         "bond_length_w1": ((m.get("distribution") or {}).get("bond_length_w1") or {}).get("single"),
-        "val_loss": last_val_loss(out / "run"), "steps": summary["global_step"], "train_wall_s": round(train_s),
-        "budget_min": None if a.train_steps else a.minutes, "budget_steps": a.train_steps, "samples": a.samples, "sampling_steps": a.steps, "threads": a.threads,
+        **tr, "budget_min": None if a.train_steps else a.minutes, "budget_steps": a.train_steps,
+        "samples": a.samples, "sampling_steps": a.steps, "threads": a.threads, "experiment": a.experiment,
     }
     result_file.write_text(json.dumps(res, indent=1) + "\n")
     return res
+
+
+def one(name: str, a: argparse.Namespace) -> dict | None:
+    env = {**os.environ, "OMP_NUM_THREADS": str(a.threads), "MKL_NUM_THREADS": str(a.threads)}
+    if a.stage in ("train", "all"):
+        train_variant(name, a, env)
+    if a.stage in ("score", "all"):
+        return score_variant(name, a, env)
+    return None
 
 
 def pct(x) -> str:
@@ -129,6 +156,9 @@ def main(argv=None) -> None:
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--reference", default="qm9", help="reference dataset of moldiff-evaluate (null: none)")
     ap.add_argument("--data-root", default=None, help="dataset cache root for training and the reference")
+    ap.add_argument("--experiment", default="qm9_cpu", help="base recipe (qm9 for the GPU recipe)")
+    ap.add_argument("--stage", default="all", choices=["train", "score", "all"],
+                    help="train only (e.g. on a GPU machine without RDKit), score only (here), or both")
     ap.add_argument("extra", nargs="*", help="overrides added to every variant (e.g. data.limit=300 for a smoke run)")
     a = ap.parse_args(argv)
     names = a.only.split(",") if a.only else list(VARIANTS)
@@ -137,7 +167,9 @@ def main(argv=None) -> None:
         raise SystemExit(f"unknown variants {unknown}; choose from {list(VARIANTS)}")
     a.out.mkdir(parents=True, exist_ok=True)
     with ThreadPoolExecutor(max_workers=a.parallel) as pool:
-        rows = list(pool.map(lambda n: one(n, a), names))
+        rows = [r for r in pool.map(lambda n: one(n, a), names) if r is not None]
+    if not rows:
+        return
     budget = f"{a.train_steps} training steps" if a.train_steps else f"{a.minutes:g} training minutes"
     print(f"\n{budget} per variant, {a.threads} thread(s) each, {a.parallel} at once; "
           f"{a.samples} samples at {a.steps} steps (seed 0)\n")
