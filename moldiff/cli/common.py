@@ -13,6 +13,14 @@ log = logging.getLogger("moldiff")
 USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, ModuleNotFoundError, KeyError)
 
 
+def one_line(exc: BaseException) -> str:
+    """The message of ``exc`` on one line (line breaks and runs of spaces become single spaces)."""
+    msg = str(exc)
+    if isinstance(exc, KeyError):
+        msg = msg.strip("'\"")
+    return " ".join(msg.split()) or type(exc).__name__
+
+
 def friendly_errors(fn: Callable) -> Callable:
     """Turn user errors into ``error: ...`` on stderr and exit code 2 (set MOLDIFF_DEBUG=1 for tracebacks)."""
 
@@ -25,8 +33,7 @@ def friendly_errors(fn: Callable) -> Callable:
         except USER_ERRORS as exc:
             if os.environ.get("MOLDIFF_DEBUG"):
                 raise
-            msg = str(exc).strip("'\"") if isinstance(exc, KeyError) else str(exc)
-            print(f"error: {msg}", file=sys.stderr)
+            print(f"error: {one_line(exc)}", file=sys.stderr)
             sys.exit(2)
 
     return wrapper
