@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import csv
 import inspect
-import json
 import logging
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import hydra
@@ -21,9 +22,10 @@ from moldiff.chem.relax import RELAX_METHODS
 from moldiff.cli.common import friendly_errors
 from moldiff.data.graph import data_to_molecules
 from moldiff.sampling.prior import sample_num_atoms
-from moldiff.sampling.sampler import Fragment, sample
+from moldiff.sampling.sampler import SAMPLERS, Fragment, sample
 from moldiff.sampling.writer import ResumableSDFWriter
 from moldiff.training.checkpoint import CheckpointError, LoadedModel, load_model
+from moldiff.training.checkpoint import sha256 as file_sha256
 
 log = logging.getLogger("moldiff.sample")
 
@@ -194,144 +196,385 @@ def raw_path(out: str | Path) -> Path:
     return out.with_name(Path(name).stem + ".raw.sdf")
 
 
-def generate(cfg: DictConfig) -> dict:
-    if cfg.n_samples < 1 or cfg.batch_size < 1 or cfg.steps < 1:
-        raise ValueError("n_samples, batch_size and steps must be positive")
-    check_decode_relax(cfg)
-    device = pick_device(cfg.device)
+# ---------------------------------------------------------------- checking the command before any work
+
+
+#: Options that must be ``true`` or ``false``.
+SWITCHES = ("resume", "progress", "evaluate", "relax_keep_raw", "decode_connected")
+
+#: Seeds are mixed with the batch index into a 64-bit generator seed; this keeps them in range.
+MAX_SEED = 2**32 - 1
+
+
+def _is_whole(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def whole_number(cfg: DictConfig, key: str, lo: int = 1, hi: int | None = None) -> int:
+    """``cfg[key]`` as an int in ``[lo, hi]``; a ``ValueError`` naming the option otherwise."""
+    value = cfg[key]
+    if not _is_whole(value) or value < lo or (hi is not None and value > hi):
+        bound = f">= {lo}" if hi is None else f"from {lo} to {hi}"
+        raise ValueError(f"{key} must be a whole number {bound}, got {value!r}")
+    return value
+
+
+def parse_num_atoms(value: object) -> int | list[int] | None:
+    """Check ``num_atoms``: ``null`` (training histogram), a count ``>= 1``, or a range ``[lo, hi]``."""
+    if OmegaConf.is_config(value):
+        value = OmegaConf.to_container(value)
+    if value is None:
+        return None
+    if _is_whole(value) and value >= 1:
+        return value
+    if isinstance(value, list) and len(value) == 2 and all(_is_whole(v) for v in value) and 1 <= value[0] <= value[1]:
+        return list(value)
+    raise ValueError(f"num_atoms must be null (the training histogram), a whole number >= 1 or a range [lo, hi] "
+                     f"with 1 <= lo <= hi, got {value!r}")
+
+
+def check_numbers(cfg: DictConfig) -> None:
+    """Counts, seed, sampler, switches and guidance scale (one-line ``ValueError`` naming the option)."""
+    for key in ("n_samples", "batch_size", "steps", "max_png"):
+        whole_number(cfg, key)
+    whole_number(cfg, "seed", 0, MAX_SEED)
+    if cfg.sampler not in SAMPLERS:
+        raise ValueError(f"sampler={cfg.sampler!r}; choose one of {list(SAMPLERS)}")
+    for key in SWITCHES:
+        if not isinstance(cfg[key], bool):
+            raise ValueError(f"{key} must be true or false, got {cfg[key]!r}")
+    g = cfg.guidance_scale
+    if isinstance(g, bool) or not isinstance(g, (int, float)) or not np.isfinite(g):
+        raise ValueError(f"guidance_scale must be a number, got {g!r}")
+    parse_num_atoms(cfg.num_atoms)
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable_folder(path: Path, what: str) -> None:
+    """``path`` is, or can be created as, a folder we can write in (tried with a throwaway file)."""
+    base = _nearest_existing(path)
+    if not base.is_dir():
+        raise ValueError(f"{what}: {base} is not a folder")
     try:
-        model = load_model(cfg.ckpt, device=device)
+        fd, probe = tempfile.mkstemp(dir=base, prefix=".moldiff-write-test-")
+    except OSError as exc:
+        raise ValueError(f"{what}: cannot write in folder {base} ({exc.strerror or exc})") from None
+    os.close(fd)
+    os.unlink(probe)
+
+
+def check_file_target(value: object, what: str) -> Path:
+    """An output file path that is not a folder and whose folder is writable."""
+    if not isinstance(value, str) or not value.strip() or value.endswith(("/", os.sep)):
+        raise ValueError(f"{what} must be a file path, got {value!r}")
+    path = Path(value)
+    if path.is_dir():
+        raise ValueError(f"{what}={value} is an existing folder; give a file path such as {path / 'mols.sdf'}")
+    check_writable_folder(path.parent, f"{what}={value}")
+    return path
+
+
+def check_outputs(cfg: DictConfig) -> None:
+    """Every output path can be written, and none overwrites an input (before any sampling work)."""
+    out = check_file_target(cfg.out, "out")
+    for side in (Path(f"{out}.partial"), Path(f"{out}.partial.json"), Path(f"{out}.run.json")):
+        if side.is_dir():
+            raise ValueError(f"out={cfg.out}: {side} is a folder; choose another out=")
+    if cfg.relax_keep_raw and raw_path(out).is_dir():
+        raise ValueError(f"out={cfg.out}: the unrelaxed copy {raw_path(out)} would be a folder; choose another out=")
+    inputs = {"ckpt": cfg.ckpt, "inpaint.sdf": cfg.inpaint.sdf,
+              "conditioning.targets_csv": cfg.conditioning.targets_csv}
+    for key, value in inputs.items():
+        if value and Path(value).resolve() == out.resolve():
+            raise ValueError(f"out={cfg.out} is also {key}; choose another out=")
+    if cfg.png:
+        check_file_target(cfg.png, "png")
+    if cfg.xyz_dir:
+        if not isinstance(cfg.xyz_dir, str) or Path(cfg.xyz_dir).is_file():
+            raise ValueError(f"xyz_dir={cfg.xyz_dir} is not a folder")
+        check_writable_folder(Path(cfg.xyz_dir), f"xyz_dir={cfg.xyz_dir}")
+
+
+def check_options(cfg: DictConfig) -> None:
+    """All checks that need no model: output paths first, then every option."""
+    check_outputs(cfg)
+    check_numbers(cfg)
+    check_decode_relax(cfg)
+
+
+def load_checkpoint(ckpt: str | None, device: torch.device) -> LoadedModel:
+    """:func:`load_model` with every unusable file reported as a one-line ``ValueError``."""
+    try:
+        return load_model(ckpt, device=device)
     except CheckpointError as exc:
-        raise ValueError(str(exc)) from None
-    targets = read_targets(cfg, model, cfg.n_samples)
-    fragment = read_fragment(cfg.inpaint.sdf, model) if cfg.inpaint.sdf else None
-    num_atoms_cfg = OmegaConf.to_container(cfg.num_atoms) if OmegaConf.is_config(cfg.num_atoms) else cfg.num_atoms
-    settings = {
-        "ckpt": model.path, "steps": cfg.steps, "sampler": cfg.sampler, "seed": cfg.seed, "batch_size": cfg.batch_size,
-        "num_atoms": num_atoms_cfg, "guidance_scale": cfg.guidance_scale, "inpaint": cfg.inpaint.sdf,
-        "targets": None if targets is None else targets[:1].tolist() if not cfg.conditioning.targets_csv else cfg.conditioning.targets_csv,
+        msg = str(exc)
+        unreadable = f"cannot read checkpoint {ckpt}: "
+        if ckpt and msg.startswith(unreadable):
+            reason = msg[len(unreadable):].split(". ")[0]
+            msg = (f"ckpt={ckpt} cannot be read: the file is truncated, corrupted or not a PyTorch checkpoint "
+                   f"(torch.load: {reason})")
+        raise ValueError(msg) from None
+    except (AttributeError, TypeError, KeyError, IndexError, RuntimeError) as exc:
+        raise ValueError(f"ckpt={ckpt} is not a moldiff checkpoint ({type(exc).__name__}: {exc})") from None
+
+
+def histogram_support(model: LoadedModel) -> tuple[int, int]:
+    """Smallest and largest atom count of the model's training molecules."""
+    hist = model.statistics["num_atoms_hist"]
+    sizes = [k for k, c in enumerate(hist) if c > 0]
+    return (sizes[0], sizes[-1]) if sizes else (0, 0)
+
+
+def check_fragment_fits(cfg: DictConfig, model: LoadedModel, num_atoms: int | list[int] | None,
+                        fragment: Fragment) -> None:
+    """Every molecule must have more atoms than the inpainted fragment (``ValueError`` otherwise)."""
+    min_atoms = fragment.num_atoms + 1
+    smallest = num_atoms if _is_whole(num_atoms) else num_atoms[0] if num_atoms else None
+    if smallest is not None and smallest < min_atoms:
+        raise ValueError(f"num_atoms={num_atoms} leaves no atom to grow: the fragment {cfg.inpaint.sdf} has "
+                         f"{fragment.num_atoms} atoms, so num_atoms must be >= {min_atoms}")
+    largest = histogram_support(model)[1]
+    if num_atoms is None and largest < min_atoms:
+        raise ValueError(f"the fragment {cfg.inpaint.sdf} has {fragment.num_atoms} atoms, but the model's "
+                         f"training molecules have at most {largest}; give num_atoms= (>= {min_atoms})")
+
+
+def warn_untrained_settings(cfg: DictConfig, model: LoadedModel, num_atoms: int | list[int] | None) -> None:
+    """One warning line for each setting the model was not trained for (the run goes on)."""
+    lo, hi = histogram_support(model)
+    if num_atoms is not None:
+        want = (num_atoms, num_atoms) if _is_whole(num_atoms) else tuple(num_atoms)
+        if want[0] < lo or want[1] > hi:
+            log.warning("warning: num_atoms=%s is outside the training histogram of this model (%d to %d atoms); "
+                        "expect poor molecules", num_atoms, lo, hi)
+    if not model.properties and cfg.guidance_scale != 1:
+        log.warning("warning: guidance_scale=%s has no effect: this model is unconditional", cfg.guidance_scale)
+
+
+def run_settings(cfg: DictConfig, model: LoadedModel, targets: torch.Tensor | None, num_atoms: object,
+                 device: torch.device) -> dict:
+    """Everything that changes the molecules written: a rerun resumes only with identical settings."""
+    return {
+        "ckpt": model.path, "ckpt_sha256": file_sha256(model.path), "n_samples": cfg.n_samples, "steps": cfg.steps,
+        "sampler": cfg.sampler, "seed": cfg.seed, "batch_size": cfg.batch_size, "num_atoms": num_atoms,
+        "guidance_scale": cfg.guidance_scale, "inpaint": cfg.inpaint.sdf,
+        "targets": None if targets is None else targets[:1].tolist() if not cfg.conditioning.targets_csv
+        else cfg.conditioning.targets_csv,
         "device": device.type, **decode_settings(cfg),
     }
-    writer = ResumableSDFWriter(cfg.out, settings, resume=cfg.resume)
-    if writer.count:
-        log.info("resuming: %d molecules already in %s", writer.count, writer.partial)
-    raw_writer = ResumableSDFWriter(raw_path(cfg.out), settings, resume=cfg.resume) if cfg.relax_keep_raw else None
+
+
+# ---------------------------------------------------------------- sampling
+
+
+def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedModel, statuses: list[str] | None,
+                  cond: torch.Tensor | None, fragment: Fragment | None) -> None:
+    """Name the molecules of a batch starting at index ``lo`` and record the sampling settings as SD tags."""
+    for k, m in enumerate(mols):
+        idx = lo + k
+        m.name = f"moldiff_{idx:06d}"
+        m.props = {"moldiff_index": idx, "moldiff_steps": cfg.steps, "moldiff_sampler": cfg.sampler,
+                   "moldiff_seed": cfg.seed, "moldiff_checkpoint": Path(model.path).name,
+                   "moldiff_decoding": cfg.decode}
+        if statuses is not None:
+            m.props["moldiff_decode_status"] = statuses[k]
+        m.props["moldiff_relax"] = cfg.relax
+        if cond is not None:
+            for p, val in zip(model.properties, cond[k].tolist()):
+                m.props[f"target_{p}"] = float(val)
+            m.props["guidance_scale"] = float(cfg.guidance_scale)
+        if fragment is not None:
+            m.props["inpaint_fixed_atoms"] = fragment.num_atoms
+
+
+def sample_batch(b: int, cfg: DictConfig, model: LoadedModel, targets: torch.Tensor | None,
+                 fragment: Fragment | None, num_atoms: object,
+                 device: torch.device) -> tuple[list[Molecule], list[Molecule], int]:
+    """Sample batch ``b``; returns ``(molecules to write, unrelaxed molecules, molecules sampled)``."""
+    n, bs = cfg.n_samples, cfg.batch_size
+    lo, hi = b * bs, min(n, (b + 1) * bs)
+    min_atoms = fragment.num_atoms + 1 if fragment else 1
+    gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed) * 1_000_003 + b)
+    counts = sample_num_atoms(hi - lo, model.statistics["num_atoms_hist"], num_atoms, gen, min_atoms=min_atoms)
+    dev_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(int(cfg.seed) * 1_000_003 + b)
+    cond = guided = None
+    if targets is not None:
+        props = model.normalize(targets[lo:hi]).to(device)
+        guided = model.denoiser_fn(props)
+        cond = targets[lo:hi]
+    extra = {"return_probs": True} if cfg.decode == "map" else {}
+    out = sample(
+        model.diffusion, model.denoiser_fn(None), counts, steps=cfg.steps, sampler=cfg.sampler,
+        guided_denoiser=guided, guidance_scale=cfg.guidance_scale, fragment=fragment,
+        generator=dev_gen, device=device, **extra,
+    )
+    statuses = None
+    if cfg.decode == "map":
+        out, statuses = map_decode_output(out, cfg, model, fragment)
+    mols = data_to_molecules(out.cpu(), model.vocab)
+    finite = [bool(np.isfinite(m.pos).all()) for m in mols]
+    if not all(finite):
+        log.warning("batch %d: %d molecules with non-finite coordinates were dropped", b, finite.count(False))
+    tag_molecules(mols, lo, cfg, model, statuses, cond, fragment)
+    kept = [m for m, ok in zip(mols, finite) if ok]
+    raw = kept
+    if cfg.relax != "none":
+        kept, raw = relax_batch(kept, cfg, fragment.num_atoms if fragment is not None else 0)
+    return kept, raw, len(mols)
+
+
+def sample_into(writer: ResumableSDFWriter, raw_writer: ResumableSDFWriter | None, cfg: DictConfig,
+                model: LoadedModel, targets: torch.Tensor | None, fragment: Fragment | None, num_atoms: object,
+                device: torch.device) -> bool:
+    """Sample the batches the writers still lack; ``False`` when Ctrl-C stopped it (finished batches are kept)."""
     writers = [w for w in (writer, raw_writer) if w is not None]
     n, bs = cfg.n_samples, cfg.batch_size
-    num_batches = (n + bs - 1) // bs
-    hist = model.statistics["num_atoms_hist"]
-    min_atoms = fragment.num_atoms + 1 if fragment else 1
-    all_mols = []
-    complete = False
-    bar = tqdm(total=n, initial=min(writer.batches_done * bs, n), desc="sampling", unit="mol", disable=not cfg.progress, file=sys.stderr)
+    bar = tqdm(total=n, initial=min(writer.batches_done * bs, n), desc="sampling", unit="mol",
+               disable=not cfg.progress, file=sys.stderr)
     try:
-        for b in range(num_batches):
-            lo, hi = b * bs, min(n, (b + 1) * bs)
+        for b in range((n + bs - 1) // bs):
             if all(b < w.batches_done for w in writers):
                 continue
-            gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed) * 1_000_003 + b)
-            counts = sample_num_atoms(hi - lo, hist, num_atoms_cfg, gen, min_atoms=min_atoms)
-            dev_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(int(cfg.seed) * 1_000_003 + b)
-            cond = None
-            guided = None
-            if targets is not None:
-                props = model.normalize(targets[lo:hi]).to(device)
-                guided = model.denoiser_fn(props)
-                cond = targets[lo:hi]
-            extra = {"return_probs": True} if cfg.decode == "map" else {}
-            out = sample(
-                model.diffusion, model.denoiser_fn(None), counts, steps=cfg.steps, sampler=cfg.sampler,
-                guided_denoiser=guided, guidance_scale=cfg.guidance_scale, fragment=fragment,
-                generator=dev_gen, device=device, **extra,
-            )
-            statuses = None
-            if cfg.decode == "map":
-                out, statuses = map_decode_output(out, cfg, model, fragment)
-            mols = data_to_molecules(out.cpu(), model.vocab)
-            finite = [bool(np.isfinite(m.pos).all()) for m in mols]
-            if not all(finite):
-                log.warning("batch %d: %d molecules with non-finite coordinates were dropped", b, finite.count(False))
-            for k, m in enumerate(mols):
-                idx = lo + k
-                m.name = f"moldiff_{idx:06d}"
-                m.props = {"moldiff_index": idx, "moldiff_steps": cfg.steps, "moldiff_sampler": cfg.sampler,
-                           "moldiff_seed": cfg.seed, "moldiff_checkpoint": Path(model.path).name,
-                           "moldiff_decoding": cfg.decode}
-                if statuses is not None:
-                    m.props["moldiff_decode_status"] = statuses[k]
-                m.props["moldiff_relax"] = cfg.relax
-                if cond is not None:
-                    for p, val in zip(model.properties, cond[k].tolist()):
-                        m.props[f"target_{p}"] = float(val)
-                    m.props["guidance_scale"] = float(cfg.guidance_scale)
-                if fragment is not None:
-                    m.props["inpaint_fixed_atoms"] = fragment.num_atoms
-            kept = [m for m, ok in zip(mols, finite) if ok]
-            raw = kept
-            if cfg.relax != "none":
-                kept, raw = relax_batch(kept, cfg, fragment.num_atoms if fragment is not None else 0)
+            kept, raw, sampled = sample_batch(b, cfg, model, targets, fragment, num_atoms, device)
             if b >= writer.batches_done:
                 writer.append(kept)
             if raw_writer is not None and b >= raw_writer.batches_done:
                 raw_writer.append(raw)
-            bar.update(len(mols))
-        complete = True
+            bar.update(sampled)
     except KeyboardInterrupt:
-        print(f"\ninterrupted: {writer.count} finished molecules kept in {cfg.out}; rerun the same command to resume",
-              file=sys.stderr)
+        return False
     finally:
         bar.close()
+    return True
+
+
+def report_interruption(writer: ResumableSDFWriter, path: Path | None) -> None:
+    """Say on stderr how many molecules an interrupted run kept, and where."""
+    if path is None:
+        kept = "no molecule was finished"
+        if writer.out.exists():
+            kept += f"; {writer.out} is left as it was"
+    elif path == writer.partial:
+        kept = f"{writer.count} finished molecules kept in {path} ({writer.out} is left as it was)"
+    else:
+        kept = f"{writer.count} finished molecules kept in {path}"
+    print(f"\ninterrupted: {kept}; rerun the same command to resume", file=sys.stderr)
+
+
+def generate(cfg: DictConfig) -> dict:
+    """Run ``moldiff-sample``: check the command, sample (resuming), write and post-process.
+
+    Returns:
+        A summary: ``out``, ``n_molecules``, ``complete`` (``False`` after Ctrl-C), decoding and relax
+        status counts, and ``metrics`` when ``evaluate=true``.
+    """
+    check_options(cfg)
+    num_atoms = parse_num_atoms(cfg.num_atoms)
+    device = pick_device(cfg.device)
+    model = load_checkpoint(cfg.ckpt, device)
+    targets = read_targets(cfg, model, cfg.n_samples)
+    fragment = read_fragment(cfg.inpaint.sdf, model) if cfg.inpaint.sdf else None
+    if fragment is not None:
+        check_fragment_fits(cfg, model, num_atoms, fragment)
+    warn_untrained_settings(cfg, model, num_atoms)
+    settings = run_settings(cfg, model, targets, num_atoms, device)
+    writer = ResumableSDFWriter(cfg.out, settings, resume=cfg.resume)
+    raw_writer = ResumableSDFWriter(raw_path(cfg.out), settings, resume=cfg.resume) if cfg.relax_keep_raw else None
+    writers = [w for w in (writer, raw_writer) if w is not None]
+    if all(w.already_complete for w in writers):
+        for w in writers:
+            w.discard_partial()
+        print(f"{writer.out} is already complete ({writer.published_count} molecules with these settings); "
+              f"nothing to sample (resume=false samples it again)")
+        return finish(cfg, writer.out, raw_writer, sampled=False)
+    for w in writers:
+        w.check()
+    for w in writers:
+        w.open()
+    if writer.resumed and writer.count:
+        log.info("resuming: %d molecules already in %s", writer.count, writer.partial)
+    complete = False
+    try:
+        complete = sample_into(writer, raw_writer, cfg, model, targets, fragment, num_atoms, device)
+    finally:
         path = writer.finalize(complete)
         if raw_writer is not None:
             raw_writer.finalize(complete)
-    from moldiff.chem.io import read_sdf
+    if not complete:
+        report_interruption(writer, path)
+        return {"out": None if path is None else str(path), "n_molecules": writer.count, "complete": False}
+    return finish(cfg, path, raw_writer, sampled=True)
 
+
+def finish(cfg: DictConfig, path: Path, raw_writer: ResumableSDFWriter | None, sampled: bool) -> dict:
+    """Summarise a finished ``out`` (status counts), write the extras (xyz, png, metrics) and print the summary.
+
+    Args:
+        sampled: this run wrote ``path`` (``False``: it was already complete).
+    """
+    from moldiff.chem.io import read_sdf
     from moldiff.metrics.evaluate import DECODE_STATUS_TAG, RELAX_STATUS_TAG, tag_counts
 
     all_mols = read_sdf(path)
-    result = {"out": str(path), "n_molecules": len(all_mols), "complete": complete}
+    result = {"out": str(path), "n_molecules": len(all_mols), "complete": True}
     result["decoding"] = {"mode": cfg.decode, "status": tag_counts(all_mols, DECODE_STATUS_TAG)}
     if cfg.decode == "map":
         result["decoding"]["fallbacks"] = result["decoding"]["status"].get("fallback_argmax", 0)
     result["relax"] = {"mode": cfg.relax, "status": tag_counts(all_mols, RELAX_STATUS_TAG)}
     if raw_writer is not None:
         result["raw_out"] = str(raw_writer.out)
-    if cfg.xyz_dir:
-        from moldiff.chem.io import write_xyz
-
-        d = Path(cfg.xyz_dir)
-        d.mkdir(parents=True, exist_ok=True)
-        for m in all_mols:
-            write_xyz(m, d / f"{m.name}.xyz")
-    if cfg.png:
-        from moldiff.chem.io import draw_grid
-
-        draw_grid(all_mols[: cfg.max_png], cfg.png)
+    write_extras(cfg, all_mols)
     if cfg.evaluate and all_mols:
-        from moldiff.metrics.evaluate import evaluate_molecules, format_table
-
-        reference = None
-        if cfg.reference:
-            from moldiff.data.registry import cache_path
-            from moldiff.data.cache import MolCache
-
-            p = cache_path(cfg.reference, cfg.data_root)
-            if (p / "meta.json").exists():
-                reference = MolCache(p)
-            else:
-                log.warning("reference dataset cache %s not found: novelty/distribution skipped "
-                            "(run moldiff-prepare data=%s to enable)", p, cfg.reference)
-        metrics = evaluate_molecules(all_mols, reference, steps=cfg.steps)
-        metrics["n_requested"] = cfg.n_samples
-        print(format_table(metrics))
-        result["metrics"] = metrics
-    print(f"wrote {len(all_mols)} molecules to {path}")
+        result["metrics"] = evaluate_samples(cfg, all_mols)
+    if sampled:
+        print(f"wrote {len(all_mols)} molecules to {path}")
     print(summary_line("decoding", cfg.decode, result["decoding"]["status"], "fallback_argmax"))
     if cfg.relax != "none":
         print(summary_line("relax", cfg.relax, result["relax"]["status"]))
     if raw_writer is not None:
         print(f"unrelaxed coordinates: {raw_writer.out}")
     return result
+
+
+def write_extras(cfg: DictConfig, mols: list[Molecule]) -> None:
+    """One ``.xyz`` per molecule in ``xyz_dir`` and a picture grid in ``png``, when asked for."""
+    if cfg.xyz_dir:
+        from moldiff.chem.io import write_xyz
+
+        d = Path(cfg.xyz_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        for m in mols:
+            write_xyz(m, d / f"{m.name}.xyz")
+    if cfg.png:
+        from moldiff.chem.io import draw_grid
+
+        draw_grid(mols[: cfg.max_png], cfg.png)
+
+
+def evaluate_samples(cfg: DictConfig, mols: list[Molecule]) -> dict:
+    """Metrics of the samples (novelty and distributions against ``reference`` when its cache exists); printed."""
+    from moldiff.metrics.evaluate import evaluate_molecules, format_table
+
+    reference = None
+    if cfg.reference:
+        from moldiff.data.cache import MolCache
+        from moldiff.data.registry import cache_path
+
+        p = cache_path(cfg.reference, cfg.data_root)
+        if (p / "meta.json").exists():
+            reference = MolCache(p)
+        else:
+            log.warning("reference dataset cache %s not found: novelty/distribution skipped "
+                        "(run moldiff-prepare data=%s to enable)", p, cfg.reference)
+    metrics = evaluate_molecules(mols, reference, steps=cfg.steps)
+    metrics["n_requested"] = cfg.n_samples
+    print(format_table(metrics))
+    return metrics
 
 
 def summary_line(what: str, mode: str, counts: dict[str, int], stress: str | None = None) -> str:
@@ -346,8 +589,15 @@ def summary_line(what: str, mode: str, counts: dict[str, int], stress: str | Non
 @hydra.main(config_path="pkg://moldiff.conf", config_name="sample", version_base="1.3")
 @friendly_errors
 def main(cfg: DictConfig) -> None:
+    """Entry point; exit code 2 for a bad command, 130 when interrupted (finished molecules are kept)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    generate(cfg)
+    try:
+        result = generate(cfg)
+    except KeyboardInterrupt:
+        print("\ninterrupted: no finished molecule was lost; rerun the same command to continue", file=sys.stderr)
+        sys.exit(130)
+    if not result["complete"]:
+        sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -244,3 +244,196 @@ def test_resume_with_other_settings_refuses_and_keeps_the_partial(tiny_ckpt, tmp
     assert partial.read_bytes() == before  # nothing lost
     res = cli.generate(cfg_for("steps=4", "resume=false"))  # explicit: start over
     assert res["complete"] and res["n_molecules"] == 4
+
+
+# ------------------------------------------------------------------ the CLI never loses a result (shipped model)
+
+TINY = ["n_samples=4", "steps=2", "batch_size=2", "progress=false"]
+
+
+def _cfg(out, *extra):
+    from hydra import compose, initialize_config_module
+
+    with initialize_config_module("moldiff.conf", version_base="1.3"):
+        return compose("sample", overrides=[*TINY, f"out={out}", *extra])
+
+
+def _interrupt_at(cli, monkeypatch, call):
+    """Make ``cli.sample`` raise KeyboardInterrupt on its ``call``-th call (1 = inside the first batch)."""
+    real, calls = cli.sample, {"n": 0}
+
+    def interrupting(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == call:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(cli, "sample", interrupting)
+    return real
+
+
+def _files(folder):
+    return {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+
+
+@pytest.mark.parametrize("bad", [["num_atoms=0"], ["sampler=euler"], ["steps=2.5"], ["num_atoms=[20,5]"],
+                                 ["inpaint.sdf=FRAG", "num_atoms=2"]])
+def test_rejected_setting_keeps_an_existing_out(bad, tmp_path):
+    from moldiff.chem.io import write_sdf
+    from moldiff.chem.molecule import Molecule
+
+    import moldiff.cli.sample as cli
+
+    out = tmp_path / "o.sdf"
+    cli.generate(_cfg(out))
+    frag = tmp_path / "frag" / "frag.sdf"
+    frag.parent.mkdir()
+    write_sdf([Molecule(["C", "O"], [[0, 0, 0], [1.3, 0, 0]], [0, 0], [[0, 1, 2]])], frag)
+    before = _files(tmp_path)
+    with pytest.raises(ValueError):
+        cli.generate(_cfg(out, *[b.replace("FRAG", str(frag)) for b in bad]))
+    assert _files(tmp_path) == before and len(Chem.SDMolSupplier(str(out))) == 4
+
+
+def test_rerun_of_a_finished_command_samples_nothing_and_an_interrupted_rerun_keeps_out(tmp_path, monkeypatch, capsys):
+    import moldiff.cli.sample as cli
+
+    out = tmp_path / "o.sdf"
+    assert cli.generate(_cfg(out))["n_molecules"] == 4
+    done = out.read_bytes()
+    real = cli.sample
+
+    def must_not_sample(*a, **k):
+        raise AssertionError("a finished output was sampled again")
+
+    monkeypatch.setattr(cli, "sample", must_not_sample)
+    res = cli.generate(_cfg(out))
+    assert res["complete"] and res["n_molecules"] == 4 and out.read_bytes() == done
+    assert "o.sdf is already complete (4 molecules with these settings)" in capsys.readouterr().out
+    # sampling again on purpose (resume=false), interrupted after one batch: out stays complete
+    monkeypatch.setattr(cli, "sample", real)
+    _interrupt_at(cli, monkeypatch, 2)
+    res = cli.generate(_cfg(out, "resume=false"))
+    assert not res["complete"] and res["n_molecules"] == 2 and out.read_bytes() == done
+    assert "2 finished molecules kept in" in capsys.readouterr().err
+    # the same command again: out is complete, the leftover of the interrupted rerun is cleared
+    monkeypatch.setattr(cli, "sample", must_not_sample)
+    assert cli.generate(_cfg(out))["complete"] and out.read_bytes() == done
+    assert sorted(_files(tmp_path)) == ["o.sdf", "o.sdf.run.json"]
+    # other settings, interrupted: out untouched; resumed to the end: replaced by the new result
+    monkeypatch.setattr(cli, "sample", real)
+    _interrupt_at(cli, monkeypatch, 2)
+    assert not cli.generate(_cfg(out, "steps=3"))["complete"] and out.read_bytes() == done
+    monkeypatch.setattr(cli, "sample", real)
+    res = cli.generate(_cfg(out, "steps=3"))
+    assert res["complete"] and res["n_molecules"] == 4 and out.read_bytes() != done
+    assert {m.GetProp("moldiff_steps") for m in Chem.SDMolSupplier(str(out), sanitize=False)} == {"3"}
+
+
+def _main(capsys, *overrides):
+    """``moldiff-sample overrides...`` in this process: ``(exit code, stderr)``."""
+    import sys
+
+    import moldiff.cli.sample as cli
+
+    argv, code = sys.argv, 0
+    sys.argv = ["moldiff-sample", *overrides]
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        sys.argv = argv
+    return code, capsys.readouterr().err
+
+
+def test_ctrl_c_exits_130_and_never_leaves_an_empty_out(tmp_path, monkeypatch, capsys):
+    import moldiff.cli.sample as cli
+
+    out = tmp_path / "o.sdf"
+    real = _interrupt_at(cli, monkeypatch, 1)  # inside the first batch: nothing to keep
+    code, err = _main(capsys, *TINY, f"out={out}")
+    assert code == 130 and "interrupted: no molecule was finished" in err
+    assert _files(tmp_path) == {}
+    monkeypatch.setattr(cli, "sample", real)
+    _interrupt_at(cli, monkeypatch, 2)
+    code, err = _main(capsys, *TINY, f"out={out}")
+    assert code == 130 and f"interrupted: 2 finished molecules kept in {out}" in err
+    assert len(Chem.SDMolSupplier(str(out), sanitize=False)) == 2
+    # an existing out of another run is left as it was by a run interrupted in its first batch
+    monkeypatch.setattr(cli, "sample", real)
+    assert _main(capsys, *TINY, f"out={out}")[0] == 0
+    done = out.read_bytes()
+    _interrupt_at(cli, monkeypatch, 1)
+    code, err = _main(capsys, *TINY, f"out={out}", "seed=5")
+    assert code == 130 and f"{out} is left as it was" in err
+    assert out.read_bytes() == done and sorted(_files(tmp_path)) == ["o.sdf", "o.sdf.run.json"]
+
+
+def test_killed_run_resumes_without_repeating_a_molecule(tmp_path):
+    """SIGKILL after the first batch is on disk; the rerun continues from the partial file."""
+    import json
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from moldiff.chem.io import read_sdf
+
+    out = tmp_path / "k.sdf"
+    args = ["n_samples=12", "batch_size=2", "steps=10", "progress=false", f"out={out}"]
+    state = tmp_path / "k.sdf.partial.json"
+    proc = subprocess.Popen([sys.executable, "-m", "moldiff.cli.sample", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 600
+    saved = {}
+    try:
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                saved = json.loads(state.read_text())
+            except (OSError, ValueError):
+                saved = {}
+            if saved.get("count", 0) >= 2:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "the run ended before it could be killed"
+        os.kill(proc.pid, signal.SIGKILL)
+    finally:
+        proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL and not out.exists()
+    kept = (tmp_path / "k.sdf.partial").read_bytes()
+    assert saved["batches_done"] >= 1
+    run_cli("sample", *args)
+    mols = read_sdf(out)
+    assert [m.name for m in mols] == [f"moldiff_{i:06d}" for i in range(12)]
+    assert not state.exists()  # finished: no resume state is left
+    assert out.read_bytes().startswith(kept[: saved["bytes"]])  # the killed run's molecules were kept, not redone
+
+
+def test_writer_cuts_a_torn_batch_and_publishes_atomically(tmp_path):
+    from moldiff.chem.molecule import Molecule
+    from moldiff.sampling.writer import ResumableSDFWriter
+
+    def mol(i):
+        return Molecule(["C", "O"], [[0, 0, 0], [1.2 + i / 10, 0, 0]], [0, 0], [[0, 1, 2]], {}, f"m{i}")
+
+    out, settings = tmp_path / "w.sdf", {"a": 1}
+    w = ResumableSDFWriter(out, settings)
+    w.check()
+    w.open()
+    w.append([mol(0), mol(1)])
+    with open(w.partial, "a") as fh:  # a batch cut off by a kill: written, never recorded
+        fh.write("garbage of a torn record\n")
+    again = ResumableSDFWriter(out, settings)
+    again.check()
+    assert again.resumed and again.count == 2 and again.batches_done == 1
+    again.open()
+    again.append([mol(2)])
+    assert again.finalize(True) == out and not again.partial.exists() and not again.state.exists()
+    assert [m.GetProp("_Name") for m in Chem.SDMolSupplier(str(out), sanitize=False)] == ["m0", "m1", "m2"]
+    assert ResumableSDFWriter(out, settings).already_complete
+    assert not ResumableSDFWriter(out, {"a": 2}).already_complete
+    assert not ResumableSDFWriter(out, settings, resume=False).already_complete
+    out.write_text(out.read_text() + "\n")  # edited by hand: no longer the recorded result
+    assert not ResumableSDFWriter(out, settings).already_complete
