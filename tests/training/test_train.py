@@ -1,8 +1,10 @@
-"""Training: the CLI end to end (checkpoint readable with weights_only, resume), NaN stop, overfitting."""
+"""Training: the CLI end to end (checkpoint readable with weights_only, resume), NaN stop, overfitting,
+validation samples from the EMA weights, one output folder per run, one-line errors."""
 
 from __future__ import annotations
 
 import json
+import os
 
 import lightning as L
 import pytest
@@ -18,11 +20,15 @@ from tests.conftest import TINY_TRAIN, run_cli, run_script
 pytestmark = pytest.mark.qm9
 
 
-def make_module(cache, model="tiny", props=None, lr=5e-3):
+def compose_train(*overrides: str):
     from hydra import compose, initialize_config_module
 
     with initialize_config_module("moldiff.conf", version_base="1.3"):
-        cfg = compose("train", overrides=[f"model={model}"])
+        return compose("train", overrides=list(overrides))
+
+
+def make_module(cache, model="tiny", props=None, lr=5e-3):
+    cfg = compose_train(f"model={model}")
     from moldiff.cli.train import build_module
 
     cfg.optim.lr = lr
@@ -175,3 +181,148 @@ def test_cosine_schedule_follows_the_step_and_time_budget(data_root):
     assert module.lr_factor(100) == pytest.approx(0.1) and module.lr_factor(500) == pytest.approx(0.1)
     module.optim_cfg.update(schedule="constant")
     assert module.lr_factor(500) == 1.0
+
+
+class _RawWeights(L.Callback):
+    """The denoiser weights after each optimizer step (the raw, not averaged, weights)."""
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.last = {k: v.detach().clone() for k, v in pl_module.net.state_dict().items()}
+
+
+def _probe_class():
+    from moldiff.training.callbacks import SampleMetricsCallback
+
+    class _Probe(SampleMetricsCallback):
+        """Records the weights the validation samples are drawn from."""
+
+        seen: list
+
+        def sample_molecules(self, module):
+            self.seen = getattr(self, "seen", []) + [{k: v.detach().clone() for k, v in module.net.state_dict().items()}]
+            return super().sample_molecules(module)
+
+    return _Probe
+
+
+def test_validation_samples_use_the_ema_weights(data_root, tmp_path):
+    """The sampling callback, at its place in the training callbacks, sees the averaged weights."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+    from lightning.pytorch.loggers import CSVLogger
+
+    from moldiff.cli.train import build_callbacks, build_module
+    from moldiff.training.callbacks import SampleMetricsCallback
+
+    cfg = compose_train("model=tiny", "validation.num_samples=2", "validation.steps=2", "ema.decay=0.5",
+                        "optim.lr=5e-3", "optim.warmup_steps=1")
+    cache = load_cache("qm9_first300", data_root)
+    module = build_module(cfg, cache)
+    callbacks = build_callbacks(cfg, tmp_path / "checkpoints")
+    k = next(i for i, cb in enumerate(callbacks) if isinstance(cb, SampleMetricsCallback))
+    probe = callbacks[k] = _probe_class()(2, 2)
+    ema = next(cb for cb in callbacks if isinstance(cb, EMAWeightAveraging))
+    raw = _RawWeights()
+    dm = MolDataModule(cache, batch_size=8, subset=16, val_size=8)
+    trainer = L.Trainer(accelerator="cpu", max_epochs=1, callbacks=callbacks + [raw], logger=CSVLogger(tmp_path),
+                        enable_progress_bar=False, num_sanity_val_steps=0, enable_model_summary=False)
+    trainer.fit(module, datamodule=dm)
+    assert len(probe.seen) == 1  # one validation, after the last step
+    seen, averaged = probe.seen[0], ema._average_model.module.net.state_dict()
+    assert all(torch.equal(seen[key], averaged[key]) for key in averaged)
+    assert any(not torch.equal(seen[key], raw.last[key]) for key in seen if seen[key].is_floating_point())
+    assert "val/validity" in trainer.callback_metrics
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point() and a[k].numel())
+
+
+@pytest.mark.parametrize("subset", [64, pytest.param(48, marks=pytest.mark.slow)], ids=["mid_epoch", "epoch_end"])
+def test_interrupted_and_resumed_run_matches_an_uninterrupted_one(data_root, tmp_path, subset):
+    """Stopped at step 6 and resumed to step 12, a run ends with the weights (raw and EMA) of a run that went
+    to step 12 at once: the checkpoint carries the random generators and the position in the epoch (16
+    molecules a batch: 64 molecules stop it mid-epoch, 48 at an epoch's end)."""
+    common = [o for o in TINY_TRAIN if not o.startswith(("trainer.max_steps", "checkpoint.", "data.subset"))]
+    common += [f"data.root={data_root}", f"data.subset={subset}", "checkpoint.every_n_train_steps=6",
+               "optim.total_steps=12"]
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    run_cli("train", *common, "trainer.max_steps=12", f"run_dir={whole}")
+    run_cli("train", *common, "trainer.max_steps=6", f"run_dir={parts}")
+    assert torch.load(parts / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
+    run_cli("train", *common, "trainer.max_steps=12", f"run_dir={parts}", "ckpt_path=auto")
+    a = torch.load(whole / "checkpoints" / "step0000012.ckpt", weights_only=True)
+    b = torch.load(parts / "checkpoints" / "step0000012.ckpt", weights_only=True)
+    assert a["global_step"] == b["global_step"] == 12
+    assert _max_difference(a["current_model_state"], b["current_model_state"]) < 1e-6  # raw weights
+    assert _max_difference(a["state_dict"], b["state_dict"]) < 1e-6  # EMA weights
+
+
+def test_one_output_folder_when_hydra_run_dir_is_given(data_root, tmp_path):
+    """hydra.run.dir and run_dir name the same folder: Hydra's files, the log, config, checkpoints, summary."""
+    out = tmp_path / "out"
+    run_cli("train", *TINY_TRAIN, "trainer.max_steps=2", f"data.root={data_root}", f"hydra.run.dir={out}", cwd=tmp_path)
+    assert sorted(p.name for p in out.iterdir()) == [".hydra", "checkpoints", "config.yaml", "logs", "summary.json",
+                                                     "train.log"]
+    assert (out / "checkpoints" / "last.ckpt").exists() and (out / "logs" / "metrics.csv").exists()
+    assert json.loads((out / "summary.json").read_text())["last_checkpoint"] == str(out / "checkpoints" / "last.ckpt")
+    assert OmegaConf.load(out / "config.yaml").run_dir == str(out)
+    assert not (tmp_path / "runs").exists(), "a second folder was made"
+
+
+def test_ckpt_path_auto_refuses_the_timestamped_default(data_root, tmp_path):
+    proc = run_cli("train", *TINY_TRAIN, f"data.root={data_root}", "ckpt_path=auto", cwd=tmp_path, check=False)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    error = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(error) == 1 and "ckpt_path=auto" in error[0] and "run_dir=" in error[0], proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    assert not list((tmp_path / "runs").rglob("*.ckpt")), "it trained anyway"
+
+
+def test_truncated_checkpoint_is_one_line_naming_the_newest_intact_one(tiny_ckpt, data_root, tmp_path):
+    ckpts = tmp_path / "run" / "checkpoints"
+    ckpts.mkdir(parents=True)
+    for k, name in enumerate(["step0000004.ckpt", "step0000008.ckpt"]):
+        (ckpts / name).write_bytes((tiny_ckpt.parent / name).read_bytes())
+        os.utime(ckpts / name, (1_000_000 + k, 1_000_000 + k))
+    whole = tiny_ckpt.read_bytes()
+    (ckpts / "last.ckpt").write_bytes(whole[: len(whole) // 2])  # cut off while being written
+    proc = run_cli("train", *TINY_TRAIN, f"data.root={data_root}", f"run_dir={tmp_path / 'run'}", "ckpt_path=auto",
+                   check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    error = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(error) == 1, proc.stderr[-3000:]
+    assert str(ckpts / "last.ckpt") in error[0] and f"ckpt_path={ckpts / 'step0000008.ckpt'}" in error[0], error[0]
+
+
+class _Trap:
+    """Unpickling this creates a file: what an untrusted checkpoint could do with full unpickling."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_resume_loads_checkpoints_weights_only(tiny_ckpt, data_root, tmp_path):
+    """Even where torch's default is full unpickling, a resume never runs code from the checkpoint."""
+    state = torch.load(tiny_ckpt, map_location="cpu", weights_only=True)
+    marker = tmp_path / "code_ran"
+    state["extra"] = _Trap(str(marker))
+    bad = tmp_path / "bad.ckpt"
+    torch.save(state, bad)
+    proc = run_cli("train", *TINY_TRAIN, f"data.root={data_root}", f"run_dir={tmp_path / 'run'}", f"ckpt_path={bad}",
+                   check=False, env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"})
+    assert not marker.exists()
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    error = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(error) == 1 and str(bad) in error[0], proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("override", ["trainer.max_steps=abc", "data.batch_size=1.5", "optim.lr=fast"])
+def test_non_numeric_settings_are_one_line_errors(data_root, tmp_path, override):
+    proc = run_cli("train", *TINY_TRAIN, f"data.root={data_root}", f"run_dir={tmp_path}", override, check=False)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    key = override.split("=")[0]
+    error = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
+    assert len(error) == 1 and key in error[0] and "Error in call to target" not in proc.stderr, proc.stderr[-3000:]
