@@ -1,0 +1,206 @@
+"""Python API for notebooks and scripts: load a trained model, sample RDKit molecules, score them.
+
+    import moldiff
+
+    model = moldiff.load_pretrained("qm9")           # the shipped QM9 model (or a checkpoint path)
+    mols = model.sample(8, steps=50, seed=0)          # RDKit Mols with one 3D conformer each
+    metrics = moldiff.evaluate(mols)                  # stability, validity, uniqueness, ...
+
+Sampling runs the same code as ``moldiff-sample`` (``moldiff.cli.sample``): the same settings give the
+same molecules as the command line (same device, same ``batch_size``). Everything heavy (torch, RDKit)
+is imported on first use, so ``import moldiff`` stays light.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Iterable, Mapping
+
+if TYPE_CHECKING:
+    import torch
+    from rdkit import Chem
+
+    from moldiff.chem.molecule import Molecule
+    from moldiff.training.checkpoint import LoadedModel
+
+#: Names of the shipped models accepted by :func:`load_pretrained`.
+PRETRAINED = ("qm9",)
+
+#: Values of ``decode`` in :meth:`MoleculeGenerator.sample`.
+DECODINGS = ("argmax", "map")
+
+
+def _sample_defaults() -> dict[str, Any]:
+    """The defaults of ``moldiff-sample`` (``conf/sample.yaml``) as a plain dict, without Hydra's keys."""
+    from importlib import resources
+
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.create((resources.files("moldiff.conf") / "sample.yaml").read_text())
+    for key in ("defaults", "hydra"):
+        cfg.pop(key, None)
+    return OmegaConf.to_container(cfg, resolve=False)
+
+
+class MoleculeGenerator:
+    """A trained model ready to sample; made by :func:`load_pretrained`.
+
+    Attributes:
+        model: the rebuilt denoiser, diffusion, vocabulary and dataset statistics.
+        device: where sampling runs.
+    """
+
+    def __init__(self, model: LoadedModel, device: torch.device) -> None:
+        self.model = model
+        self.device = device
+
+    @property
+    def path(self) -> str:
+        """The checkpoint or weights file the model was loaded from."""
+        return self.model.path
+
+    @property
+    def dataset(self) -> str:
+        """Name of the dataset the model was trained on."""
+        return self.model.dataset
+
+    @property
+    def properties(self) -> list[str]:
+        """Properties the model is conditioned on (empty for an unconditional model)."""
+        return self.model.properties
+
+    def __repr__(self) -> str:
+        cond = f", conditioned on {self.properties}" if self.properties else ""
+        return f"MoleculeGenerator({self.path!r}, dataset={self.dataset!r}{cond}, device={self.device.type!r})"
+
+    def sample(
+        self,
+        n: int,
+        steps: int = 100,
+        seed: int = 0,
+        conditioning: Mapping[str, float] | None = None,
+        decode: str = "argmax",
+        *,
+        batch_size: int = 100,
+        sampler: str = "ancestral",
+        num_atoms: int | list[int] | None = None,
+        guidance_scale: float = 1.0,
+        relax: str = "none",
+    ) -> list[Chem.Mol]:
+        """Sample ``n`` molecules.
+
+        Args:
+            n: number of molecules.
+            steps: reverse diffusion steps (any number; fewer is faster and rougher).
+            seed: the same seed gives the same molecules (on the same device, with the same ``batch_size``).
+            conditioning: target value of each property the model is conditioned on, in dataset units
+                (QM9: ``gap``/``homo``/``lumo`` meV, ``alpha`` bohr^3, ``mu`` D, ``Cv`` cal/mol/K); None
+                for an unconditional model.
+            decode: ``argmax`` (each atom, charge and bond class on its own) or ``map`` (the most probable
+                joint assignment with allowed valences, one connected molecule; argmax when none is found
+                in time).
+            batch_size: molecules sampled together.
+            sampler: ``ancestral`` or ``ddim``.
+            num_atoms: None (the training histogram), a fixed atom count, or a range ``[lo, hi]``.
+            guidance_scale: classifier-free guidance weight of a conditional model (1 = plain conditional).
+            relax: ``none``, ``mmff`` (MMFF94s, else UFF) or ``uff``: force-field relaxation of the
+                sanitizable molecules.
+
+        Returns:
+            Up to ``n`` RDKit molecules (molecules with non-finite coordinates are dropped), each with explicit
+            hydrogens, formal charges, bonds and one 3D conformer, named ``moldiff_<index>``, with the
+            sampling settings as properties (``moldiff_steps``, ``moldiff_seed``, ``moldiff_decoding``, ...).
+            They are not sanitized: ``Chem.SanitizeMol`` raises for an invalid one.
+
+        Raises:
+            ValueError: a setting out of range, or targets that do not fit the model.
+        """
+        if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+            raise ValueError(f"n must be a whole number >= 1, got {n!r}")
+        from omegaconf import OmegaConf
+
+        from moldiff.chem.rdkit_conv import to_rdkit
+        from moldiff.cli import sample as cli
+
+        settings = _sample_defaults()
+        given = dict(conditioning or {})
+        settings.update(n_samples=n, steps=steps, seed=seed, decode=decode, batch_size=batch_size, sampler=sampler,
+                        num_atoms=num_atoms, guidance_scale=guidance_scale, relax=relax, progress=False)
+        settings["conditioning"] = {**{k: None for k in settings["conditioning"]}, **given}
+        cfg = OmegaConf.create(settings)
+        cli.check_numbers(cfg)
+        cli.check_decode_relax(cfg)
+        atoms = cli.parse_num_atoms(cfg.num_atoms)
+        targets = cli.read_targets(cfg, self.model, n)
+        cli.warn_untrained_settings(cfg, self.model, atoms)
+        mols: list[Molecule] = []
+        for b in range((n + batch_size - 1) // batch_size):
+            kept, _, _ = cli.sample_batch(b, cfg, self.model, targets, None, atoms, self.device)
+            mols += kept
+        return [to_rdkit(m) for m in mols]
+
+
+def load_pretrained(name: str | Path = "qm9", device: str = "auto") -> MoleculeGenerator:
+    """Load a shipped model by name, or a trained model from a checkpoint or exported weights file.
+
+    Args:
+        name: ``qm9`` (the model shipped with moldiff, checked against its recorded sha256), or the path
+            of a ``.ckpt`` written by ``moldiff-train`` or a ``.pt`` written by ``scripts/export_pretrained.py``.
+        device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
+
+    Returns:
+        A :class:`MoleculeGenerator` holding the EMA weights.
+
+    Raises:
+        ValueError: an unknown name, a missing or unreadable file, or a checkpoint of another format.
+    """
+    from moldiff.cli.sample import load_checkpoint, pick_device
+
+    path: str | None
+    if str(name) in PRETRAINED:
+        path = None  # the shipped model
+    else:
+        p = Path(name).expanduser()
+        if not p.exists():
+            raise ValueError(f"{str(name)!r} is neither a shipped model ({', '.join(PRETRAINED)}) nor an existing "
+                             f"checkpoint file")
+        path = str(p)
+    dev = pick_device(device)
+    return MoleculeGenerator(load_checkpoint(path, dev), dev)
+
+
+def evaluate(
+    mols: Iterable[Chem.Mol | Molecule],
+    reference: str | None = None,
+    steps: int | None = None,
+    data_root: str | None = None,
+) -> dict[str, Any]:
+    """Score a set of molecules with the metrics of ``moldiff-evaluate`` (definitions: docs/metrics.md).
+
+    Args:
+        mols: RDKit molecules with a 3D conformer and explicit hydrogens (as :meth:`MoleculeGenerator.sample`
+            returns them), or ``moldiff.chem.molecule.Molecule`` objects.
+        reference: a dataset name (e.g. ``qm9``; its cache is built once if missing) or cache folder for
+            novelty and the distribution distances; None skips them.
+        steps: sampling steps that produced the molecules, recorded in the result.
+        data_root: where dataset caches live (default ``$MOLDIFF_DATA`` or ``data/processed``).
+
+    Returns:
+        The metrics dict of :func:`moldiff.metrics.evaluate_molecules`: ``atom_stability``,
+        ``mol_stability``, ``validity``, ``connected_validity``, ``uniqueness``, ``novelty``, ``edm_*``,
+        ``counts``, ...
+
+    Raises:
+        ValueError: a molecule without a 3D conformer, an empty set, or an unknown reference dataset.
+    """
+    from moldiff.chem.molecule import Molecule
+    from moldiff.chem.rdkit_conv import from_rdkit
+    from moldiff.cli.evaluate import open_reference
+    from moldiff.metrics import evaluate_molecules
+
+    items = list(mols)
+    if not items:
+        raise ValueError("no molecules to evaluate")
+    converted = [m if isinstance(m, Molecule) else from_rdkit(m) for m in items]
+    ref = open_reference(reference, data_root) if reference is not None else None
+    return evaluate_molecules(converted, ref, steps=steps)
