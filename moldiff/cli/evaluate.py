@@ -128,6 +128,7 @@ def evaluate_file(
     seed: int = 0,
     posebusters: bool = False,
     posebusters_max: int | None = 200,
+    posebusters_energy: bool = True,
 ) -> dict:
     """Read ``path`` and evaluate it (what the CLI runs).
 
@@ -142,6 +143,7 @@ def evaluate_file(
         posebusters: also run PoseBusters' molecule-level checks (result under ``posebusters``,
             else None there).
         posebusters_max: check at most this many molecules (seeded sample); None checks all.
+        posebusters_energy: include PoseBusters' (slow) internal-energy check.
 
     Raises:
         MoleculeInputError: unreadable input, or no readable molecule at all.
@@ -164,7 +166,8 @@ def evaluate_file(
         from moldiff.metrics.posebusters import posebusters_checks
 
         metrics["posebusters"] = posebusters_checks(mols, max_molecules=posebusters_max, seed=seed,
-                                                    bond_inference=bond_inference)  # type: ignore[arg-type]
+                                                    bond_inference=bond_inference,  # type: ignore[arg-type]
+                                                    energy=posebusters_energy)
     metrics["input"] = str(path)
     metrics["skipped_records"] = len(report)
     metrics["skipped"] = report
@@ -189,6 +192,10 @@ def run(cfg: DictConfig) -> dict:
 
         require_posebusters()
         sample_indices(0, posebusters_max)  # rejects posebusters_max < 1
+        energy = bool(cfg.get("posebusters_energy", True))
+        notice(f"PoseBusters checks will run on {'all' if posebusters_max is None else f'at most {posebusters_max}'} "
+               "molecules after the metrics" + (" (the internal-energy check can take a minute for a strained ring "
+                                                "system; posebusters_energy=false skips it)" if energy else ""))
     if not Path(str(cfg.input)).exists():
         raise MoleculeInputError(cfg.input, "no such file or folder")
     unavailable = None
@@ -208,6 +215,7 @@ def run(cfg: DictConfig) -> dict:
         seed=int(cfg.seed),
         posebusters=posebusters,
         posebusters_max=posebusters_max,
+        posebusters_energy=bool(cfg.get("posebusters_energy", True)),
     )
     metrics["reference_unavailable"] = unavailable
     print(format_table(metrics))

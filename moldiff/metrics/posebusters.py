@@ -10,12 +10,16 @@ nothing here re-implements them. Of its ``mol`` report, these columns are scored
 * ``internal_energy``: UFF energy of the pose over the mean energy of an ETKDG conformer ensemble
   of the same molecule below PoseBusters' threshold. This is the slow check (the ensemble is
   generated once per distinct molecule), hence the seeded subset of :func:`posebusters_checks`.
+  Strained polycyclic molecules for which ETKDG finds no conformer are the slowest (up to a
+  minute each) and PoseBusters cannot score them (see below). ``energy=False`` runs PoseBusters'
+  ``mol_fast`` configuration instead: the same checks without this one.
 
 Each molecule is checked on the bonds the strict metrics use (:func:`moldiff.metrics.evaluate.strict_bonds`:
 its own, or inferred from the geometry when it has none). Only molecules that RDKit sanitizes are
 passed to PoseBusters; the others (and malformed ones) fail every check. A check that PoseBusters
-could not run on a sanitizable molecule (e.g. UFF has no parameters for an element) fails too and
-is counted under ``not_run``. Every rate has the number of checked molecules as denominator.
+reports no result for (NaN: e.g. no ETKDG conformer ensemble for a strained ring system such as a
+bicyclobutane, or no UFF parameters for an element) fails too and is counted under ``not_run``.
+Every rate has the number of checked molecules as denominator.
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ CHECKS: dict[str, str] = {
     "double_bond_flatness": "double bond flatness",
     "internal_energy": "internal energy",
 }
-#: PoseBusters configuration whose report holds :data:`CHECKS`.
-CONFIG = "mol"
+#: PoseBusters configurations: with the internal-energy check, and without it (same other checks).
+CONFIG, CONFIG_FAST = "mol", "mol_fast"
+ENERGY_CHECK = "internal_energy"
 #: How to install the optional dependency.
 INSTALL_HINT = "pip install 'moldiff[checks]'"
 
@@ -109,6 +114,7 @@ def posebusters_checks(
     max_molecules: int | None = 200,
     seed: int = 0,
     bond_inference: BondInference = "edm",
+    energy: bool = True,
 ) -> dict:
     """Run PoseBusters' molecule-level checks on (a seeded sample of) ``mols``.
 
@@ -117,6 +123,7 @@ def posebusters_checks(
         max_molecules: check at most this many (a seeded sample, in file order); None checks all.
         seed: seed of that sample.
         bond_inference: bonds for molecules that have none, as for the strict metrics.
+        energy: include the (slow) internal-energy check; False runs PoseBusters' ``mol_fast``.
 
     Returns:
         A JSON-able dict: ``checks`` (report columns, in order), ``pass_rate`` and ``passed`` per
@@ -133,6 +140,8 @@ def posebusters_checks(
     pb = require_posebusters()
     from posebusters import PoseBusters
 
+    config = CONFIG if energy else CONFIG_FAST
+    checks = [c for c in CHECKS if energy or c != ENERGY_CHECK]
     chosen = sample_indices(len(mols), max_molecules, seed)
     t0 = time.perf_counter()
     RDLogger.DisableLog("rdApp.*")
@@ -144,12 +153,12 @@ def posebusters_checks(
         busted = [m for m in rdmols if m is not None]
         rows: list[dict[str, bool | None]] = []
         if busted:
-            report = PoseBusters(config=CONFIG).bust(busted)
-            missing = [c for c in CHECKS if c not in report.columns]
+            report = PoseBusters(config=config).bust(busted)
+            missing = [c for c in checks if c not in report.columns]
             if missing:
-                raise RuntimeError(f"PoseBusters {pb.__version__} reports no {missing} in config {CONFIG!r}; "
+                raise RuntimeError(f"PoseBusters {pb.__version__} reports no {missing} in config {config!r}; "
                                    f"{INSTALL_HINT} installs a supported version")
-            rows = [{c: _passed(v) for c, v in zip(CHECKS, r)} for r in report[list(CHECKS)].itertuples(index=False)]
+            rows = [dict(zip(checks, map(_passed, r))) for r in report[checks].itertuples(index=False)]
             if len(rows) != len(busted):
                 raise RuntimeError(f"PoseBusters returned {len(rows)} rows for {len(busted)} molecules")
     finally:
@@ -158,13 +167,13 @@ def posebusters_checks(
     seconds = time.perf_counter() - t0
 
     n = len(chosen)
-    passed = {c: sum(1 for r in rows if r[c]) for c in CHECKS}
-    not_run = {c: sum(1 for r in rows if r[c] is None) for c in CHECKS}
-    all_passed = sum(1 for r in rows if all(r[c] for c in CHECKS))
+    passed = {c: sum(1 for r in rows if r[c]) for c in checks}
+    not_run = {c: sum(1 for r in rows if r[c] is None) for c in checks}
+    all_passed = sum(1 for r in rows if all(r[c] for c in checks))
     return {
-        "config": CONFIG,
+        "config": config,
         "posebusters_version": getattr(pb, "__version__", None),
-        "checks": list(CHECKS),
+        "checks": checks,
         "n_molecules": len(mols),
         "n_checked": n,
         "sample": "all" if n == len(mols) else "seeded",
@@ -186,12 +195,14 @@ def format_rows(result: dict) -> list[tuple[str, str, str]]:
     what = (f"all {n} molecules" if result["sample"] == "all"
             else f"{n} of {result['n_molecules']} molecules, seeded sample, seed {result['seed']}")
     rows = [(f"PoseBusters checks ({what})", "", "")]
-    for col, label in CHECKS.items():
+    for col in result["checks"]:
+        label = CHECKS.get(col, col)
         note = f"{result['passed'][col]}/{n}"
         if result["not_run"].get(col):
-            note += f" ({result['not_run'][col]} could not be run: failing)"
+            note += f" ({result['not_run'][col]} not scorable by PoseBusters: failing)"
         rows.append((f"  {label}", _pct(result["pass_rate"][col]), note))
-    rows.append(("  all of the above", _pct(result["all_pass_rate"]), f"{result['all_passed']}/{n}"))
+    rows.append(("  all of the above", _pct(result["all_pass_rate"]), f"{result['all_passed']}/{n}"
+                 + ("" if ENERGY_CHECK in result["checks"] else " (no internal-energy check)")))
     if result["not_sanitizable"]:
         rows.append(("  not sanitizable (fail every check)", str(result["not_sanitizable"]), "not passed to PoseBusters"))
     if result.get("seconds_per_molecule") is not None:

@@ -68,7 +68,7 @@ def qm9_tiny(data_root):
 def test_config_defaults():
     cfg = compose_cfg("input=x.sdf")
     assert cfg.reference == "qm9" and cfg.json is None and cfg.skip_invalid is False
-    assert cfg.posebusters is False and cfg.posebusters_max == 200
+    assert cfg.posebusters is False and cfg.posebusters_max == 200 and cfg.posebusters_energy is True
     assert cfg.bond_inference == "edm"
 
 
@@ -233,3 +233,9 @@ def test_cli_posebusters_table_and_json(tmp_path):
     assert set(pb["pass_rate"]) == {"bond_lengths", "bond_angles", "internal_steric_clash", "aromatic_ring_flatness",
                                     "double_bond_flatness", "internal_energy"}
     assert 0.0 <= pb["all_pass_rate"] <= min(pb["pass_rate"].values())
+    assert "PoseBusters checks will run on at most 3 molecules" in p.stderr
+    p = cli(f"input={FIX / 'four.sdf'}", "reference=null", "posebusters=true", "posebusters_energy=false",
+            "posebusters_max=null", f"json={out}", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr
+    assert "PoseBusters checks (all 4 molecules)" in p.stdout and "internal energy" not in p.stdout
+    assert json.loads(out.read_text())["posebusters"]["config"] == "mol_fast"

@@ -73,6 +73,17 @@ def test_molecule_without_bonds_uses_inferred_bonds(qm9_like):
 
 
 @needs_posebusters
+def test_without_energy_runs_mol_fast(qm9_like):
+    r = posebusters_checks(qm9_like[:2], max_molecules=None, energy=False)
+    assert r["config"] == "mol_fast" and r["checks"] == [c for c in CHECKS if c != "internal_energy"]
+    assert r["all_pass_rate"] == 1.0 and "internal_energy" not in r["pass_rate"]
+    metrics = evaluate_molecules(qm9_like[:2])
+    metrics["posebusters"] = r
+    table = format_table(metrics)
+    assert "internal energy" not in table and "(no internal-energy check)" in table
+
+
+@needs_posebusters
 def test_seeded_subset_and_table(qm9_like):
     r = posebusters_checks(qm9_like, max_molecules=3, seed=5)
     assert r["n_checked"] == 3 and r["n_molecules"] == len(QM9_LIKE) and r["sample"] == "seeded"
