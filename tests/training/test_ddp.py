@@ -80,3 +80,29 @@ def test_externally_started_processes_build_the_cache_once(tmp_path):
     assert ckpts == ["last.ckpt", "step0000002.ckpt", "step0000004.ckpt", "step0000005.ckpt"], ckpts
     assert torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 5
     assert [p.name for p in root.iterdir()] == ["qm9_first100"]
+
+
+def _max_difference(a: dict, b: dict) -> float:
+    return max(float((a[k].double() - b[k].double()).abs().max()) for k in a if a[k].is_floating_point() and a[k].numel())
+
+
+@pytest.mark.slow
+def test_two_process_resume_matches_an_uninterrupted_run(data_root, tmp_path):
+    """Each process restores its own random generators and its place in the epoch (3 of 6 steps is mid-epoch:
+    40 molecules, 20 per process, 2 batches of 8)."""
+    common = ["optim.total_steps=6", "checkpoint.every_n_train_steps=3", "data.subset=40"]
+
+    def run(out: str, *extra: str) -> None:
+        proc = subprocess.run([sys.executable, str(SCRIPT), str(data_root), str(tmp_path / out), *common, *extra],
+                              env=_env(), cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, proc.stderr[-4000:]
+
+    whole, parts = tmp_path / "whole", tmp_path / "parts"
+    run("o1", f"run_dir={whole}", "trainer.max_steps=6")
+    run("o2", f"run_dir={parts}", "trainer.max_steps=3")
+    run("o3", f"run_dir={parts}", "trainer.max_steps=6", "ckpt_path=auto")
+    a = torch.load(whole / "checkpoints" / "step0000006.ckpt", weights_only=True)
+    b = torch.load(parts / "checkpoints" / "step0000006.ckpt", weights_only=True)
+    assert len(b["callbacks"]["RNGStateCheckpoint"]["states"]) == 2
+    assert _max_difference(a["current_model_state"], b["current_model_state"]) < 1e-6
+    assert _max_difference(a["state_dict"], b["state_dict"]) < 1e-6
