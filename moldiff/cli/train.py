@@ -2,9 +2,11 @@
 
 One run writes everything into one folder, ``run_dir`` (config, logs, checkpoints, summary): under
 ``moldiff-train`` that is Hydra's output folder, which ``hydra.run.dir`` sets and which defaults to
-``run_dir``, so either setting names the same folder. All processes of a multi-process run use the folder
-of the first one, the dataset cache is built by one process per node, and the end-of-training checkpoint
-is decided once for all processes.
+``run_dir``, so either setting names the same folder (a ``-m`` sweep: one subfolder per job). The
+processes Lightning starts for DDP use the folder of the first process, the dataset cache is built by one
+process per node, and the end-of-training checkpoint is decided once for all processes. When a launcher
+such as torchrun or SLURM starts every process itself, give ``run_dir`` (each process would otherwise
+take its own timestamp; checkpoints and logs still go to the first process's folder).
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import math
 import os
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import hydra
 import lightning as L
@@ -375,7 +377,8 @@ def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
         lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
-        raise ValueError(f"trainer settings rejected by Lightning: {lines[0] if lines else type(cause).__name__}") from None
+        reason = lines[0] if lines else type(cause).__name__
+        raise ValueError(f"trainer settings rejected by Lightning: {reason}") from None
 
 
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any]:

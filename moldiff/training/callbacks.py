@@ -65,7 +65,9 @@ class SampleMetricsCallback(L.Callback):
             return
         module = averaged_module(trainer, pl_module, self)
         device = pl_module.device
-        devices = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        devices = []
+        if device.type == "cuda":
+            devices = [device.index if device.index is not None else torch.cuda.current_device()]
         with torch.random.fork_rng(devices=devices), torch.no_grad():
             mols = self.sample_molecules(module)
         m = evaluate_molecules(mols, None)
