@@ -152,8 +152,8 @@ def evaluate_file(
     if posebusters:
         from moldiff.metrics.posebusters import require_posebusters, sample_indices
 
-        require_posebusters()
         sample_indices(0, posebusters_max)  # rejects a bad posebusters_max before the work
+        require_posebusters()
     report: list[str] = []
     vocab = reference.vocab if (reference is not None and check_vocab) else None
     mols = read_molecules(path, skip_invalid=skip_invalid, report=report, vocab=vocab)
@@ -190,8 +190,8 @@ def run(cfg: DictConfig) -> dict:
     if posebusters:
         from moldiff.metrics.posebusters import require_posebusters, sample_indices
 
-        require_posebusters()
         sample_indices(0, posebusters_max)  # rejects posebusters_max < 1
+        require_posebusters()
         energy = bool(cfg.get("posebusters_energy", True))
         notice(f"PoseBusters checks will run on {'all' if posebusters_max is None else f'at most {posebusters_max}'} "
                "molecules after the metrics" + (" (the internal-energy check can take a minute for a strained ring "
