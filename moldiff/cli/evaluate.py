@@ -95,7 +95,8 @@ def check_output_path(path: str | os.PathLike, key: str) -> Path:
     """
     p = Path(str(path)).expanduser()
     if p.is_dir():
-        raise ValueError(f"{key}={path}: is an existing folder; give a file name inside it, e.g. {key}={p / ('metrics.json' if key == 'json' else 'mols.png')}")
+        example = p / ("metrics.json" if key == "json" else "mols.png")
+        raise ValueError(f"{key}={path}: is an existing folder; give a file name inside it, e.g. {key}={example}")
     folder = p.absolute().parent
     while not folder.exists() and folder != folder.parent:
         folder = folder.parent

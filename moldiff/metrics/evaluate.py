@@ -269,7 +269,7 @@ def evaluate_molecules(
         "inference_failed": inference_failed if bond_inference == "rdkit" else None,
         "edm_metrics_use": "inferred from distances (EDM tables, no charges)",
     }
-    out["valence_table"] = "strict (docs/metrics.md: aromatic bonds kekulized, 1.5 only where that fails; charged valences)"
+    out["valence_table"] = "strict (docs/metrics.md: aromatic bonds kekulized, else 1.5; charged valences)"
     if reference is not None:
         ref = reference_stats(reference, distribution_split, max_reference, seed) if distribution else None
         out["reference"] = {

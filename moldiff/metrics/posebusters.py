@@ -204,7 +204,8 @@ def format_rows(result: dict) -> list[tuple[str, str, str]]:
     rows.append(("  all of the above", _pct(result["all_pass_rate"]), f"{result['all_passed']}/{n}"
                  + ("" if ENERGY_CHECK in result["checks"] else " (no internal-energy check)")))
     if result["not_sanitizable"]:
-        rows.append(("  not sanitizable (fail every check)", str(result["not_sanitizable"]), "not passed to PoseBusters"))
+        rows.append(("  not sanitizable (fail every check)", str(result["not_sanitizable"]),
+                     "not passed to PoseBusters"))
     if result.get("seconds_per_molecule") is not None:
         rows.append(("  time", f"{result['seconds']:.1f} s", f"{result['seconds_per_molecule']:.3f} s per molecule"))
     return rows

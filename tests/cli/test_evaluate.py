@@ -141,8 +141,11 @@ def test_steps_read_from_sampler_tags(tmp_path):
     assert evaluate_file(tmp_path / "s.sdf")["steps"] == 50
 
 
-@pytest.mark.parametrize("suffix, text", [(".sdf", b"caf\xe9\n  RDKit\n\n  0  0  0  0  0  0  0  0  0  0999 V2000\nM  END\n$$$$\n"),
-                                          (".xyz", b"3\n\xff\xfe\nO 0 0 0\nH 1 0 0\nH 0 1 0\n")])
+LATIN1_SDF = b"caf\xe9\n  RDKit\n\n  0  0  0  0  0  0  0  0  0  0999 V2000\nM  END\n$$$$\n"
+LATIN1_XYZ = b"3\n\xff\xfe\nO 0 0 0\nH 1 0 0\nH 0 1 0\n"
+
+
+@pytest.mark.parametrize("suffix, text", [(".sdf", LATIN1_SDF), (".xyz", LATIN1_XYZ)])
 def test_cli_non_utf8_input_one_line_exit_2(tmp_path, suffix, text):
     f = tmp_path / f"latin1{suffix}"
     f.write_bytes(text)
