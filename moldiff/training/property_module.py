@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import lightning as L
@@ -34,7 +35,10 @@ class PropertyModule(L.LightningModule):
         self.vocab = Vocab.from_dict(dataset["vocab"])
         st = dataset["statistics"]
         self.mean, self.std = float(st["prop_mean"][prop]), float(max(st["prop_std"][prop], 1e-8))
-        kw = {k: v for k, v in model.items() if k != "name" and k != "cutoff"}
+        # the model group also holds the denoiser's settings (the experiment overrides only the sizes): keep the
+        # predictor's own arguments
+        accepted = set(inspect.signature(PropertyPredictor.__init__).parameters) - {"self", "atom_in"}
+        kw = {k: v for k, v in model.items() if k in accepted}
         self.net = PropertyPredictor(self.vocab.num_atom_types + self.vocab.num_charges, **kw)
         self.optim_cfg = {"lr": 5e-4, "weight_decay": 1e-12, **optim}
 
