@@ -456,13 +456,12 @@ def sample_into(writer: ResumableSDFWriter, raw_writer: ResumableSDFWriter | Non
 def report_interruption(writer: ResumableSDFWriter, path: Path | None) -> None:
     """Say on stderr how many molecules an interrupted run kept, and where."""
     if path is None:
-        kept = "no molecule was finished"
-        if writer.out.exists():
-            kept += f"; {writer.out} is left as it was"
-    elif path == writer.partial:
-        kept = f"{writer.count} finished molecules kept in {path} ({writer.out} is left as it was)"
-    else:
-        kept = f"{writer.count} finished molecules kept in {path}"
+        left = f"; {writer.out} is left as it was" if writer.out.exists() else ""
+        print(f"\ninterrupted: no molecule was finished, nothing was written{left}", file=sys.stderr)
+        return
+    kept = f"{writer.count} finished molecules kept in {path}"
+    if path == writer.partial:
+        kept += f" ({writer.out} is left as it was)"
     print(f"\ninterrupted: {kept}; rerun the same command to resume", file=sys.stderr)
 
 

@@ -370,24 +370,20 @@ def test_ctrl_c_exits_130_and_never_leaves_an_empty_out(tmp_path, monkeypatch, c
     assert out.read_bytes() == done and sorted(_files(tmp_path)) == ["o.sdf", "o.sdf.run.json"]
 
 
-def test_killed_run_resumes_without_repeating_a_molecule(tmp_path):
-    """SIGKILL after the first batch is on disk; the rerun continues from the partial file."""
+def _start_and_signal(args, state, sig):
+    """Run ``moldiff-sample args`` and send it ``sig`` once ``state`` (the resume state) records a finished batch.
+
+    Returns:
+        ``(exit code, stderr, the resume state when signalled)``.
+    """
     import json
-    import os
-    import signal
     import subprocess
     import sys
     import time
 
-    from moldiff.chem.io import read_sdf
-
-    out = tmp_path / "k.sdf"
-    args = ["n_samples=12", "batch_size=2", "steps=10", "progress=false", f"out={out}"]
-    state = tmp_path / "k.sdf.partial.json"
     proc = subprocess.Popen([sys.executable, "-m", "moldiff.cli.sample", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 600
-    saved = {}
+                            stderr=subprocess.PIPE, text=True)
+    deadline, saved = time.monotonic() + 600, {}
     try:
         while time.monotonic() < deadline and proc.poll() is None:
             try:
@@ -397,18 +393,41 @@ def test_killed_run_resumes_without_repeating_a_molecule(tmp_path):
             if saved.get("count", 0) >= 2:
                 break
             time.sleep(0.02)
-        assert proc.poll() is None, "the run ended before it could be killed"
-        os.kill(proc.pid, signal.SIGKILL)
+        assert proc.poll() is None, "the run ended before it could be signalled"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=120)
     finally:
-        proc.wait(timeout=60)
-    assert proc.returncode == -signal.SIGKILL and not out.exists()
-    kept = (tmp_path / "k.sdf.partial").read_bytes()
-    assert saved["batches_done"] >= 1
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, err, saved
+
+
+def test_killed_run_resumes_without_repeating_a_molecule_and_ctrl_c_exits_130(tmp_path):
+    """A real process: SIGKILL after the first batch is on disk, then a rerun continues from the partial file;
+    SIGINT during a deliberate resampling of the finished result exits 130 and leaves the result whole."""
+    import signal
+
+    from moldiff.chem.io import read_sdf
+
+    out = tmp_path / "k.sdf"
+    state = tmp_path / "k.sdf.partial.json"
+    args = ["n_samples=12", "batch_size=2", "steps=10", "progress=false", f"out={out}"]
+    code, _, saved = _start_and_signal(args, state, signal.SIGKILL)
+    assert code == -signal.SIGKILL and not out.exists() and saved["batches_done"] >= 1
+    kept = (tmp_path / "k.sdf.partial").read_bytes()[: saved["bytes"]]
     run_cli("sample", *args)
     mols = read_sdf(out)
     assert [m.name for m in mols] == [f"moldiff_{i:06d}" for i in range(12)]
-    assert not state.exists()  # finished: no resume state is left
-    assert out.read_bytes().startswith(kept[: saved["bytes"]])  # the killed run's molecules were kept, not redone
+    assert out.read_bytes().startswith(kept)  # the killed run's molecules were kept, not sampled again
+    assert not state.exists()
+    done = out.read_bytes()
+    code, err, _ = _start_and_signal([*args, "resume=false"], state, signal.SIGINT)
+    assert code == 130, err
+    assert "finished molecules kept in" in err and f"({out} is left as it was)" in err
+    assert out.read_bytes() == done
+    p = run_cli("sample", *args)
+    assert "is already complete (12 molecules" in p.stdout and out.read_bytes() == done
 
 
 def test_writer_cuts_a_torn_batch_and_publishes_atomically(tmp_path):
@@ -437,3 +456,33 @@ def test_writer_cuts_a_torn_batch_and_publishes_atomically(tmp_path):
     assert not ResumableSDFWriter(out, settings, resume=False).already_complete
     out.write_text(out.read_text() + "\n")  # edited by hand: no longer the recorded result
     assert not ResumableSDFWriter(out, settings).already_complete
+
+
+def test_writer_interrupted_twice_grows_its_own_copy_but_never_touches_another_file(tmp_path):
+    from moldiff.chem.molecule import Molecule
+    from moldiff.sampling.writer import ResumableSDFWriter
+
+    def mol(i):
+        return Molecule(["C", "O"], [[0, 0, 0], [1.2 + i / 10, 0, 0]], [0, 0], [[0, 1, 2]], {}, f"m{i}")
+
+    def resumed(out):
+        w = ResumableSDFWriter(out, {"a": 1})
+        w.check()
+        w.open()
+        return w
+
+    def names(path):
+        return [m.GetProp("_Name") for m in Chem.SDMolSupplier(str(path), sanitize=False)]
+
+    out = tmp_path / "w.sdf"
+    w = resumed(out)
+    w.append([mol(0)])
+    assert w.finalize(False) == out and names(out) == ["m0"]
+    w = resumed(out)
+    w.append([mol(1)])
+    assert w.finalize(False) == out and names(out) == ["m0", "m1"]  # its own earlier copy: replaced
+    out.write_text(out.read_text().replace("m0", "x0"))  # now someone else's file
+    w = resumed(out)
+    w.append([mol(2)])
+    assert w.finalize(False) == w.partial and names(out) == ["x0", "m1"]
+    assert names(w.partial) == ["m0", "m1", "m2"]
