@@ -96,6 +96,8 @@ def load_model(
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:
         raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{path} is not a moldiff checkpoint (it holds a {type(ckpt).__name__}, not a checkpoint dict)")
     hp = ckpt.get("hyper_parameters")
     if not isinstance(hp, dict) or "dataset" not in hp:
         raise CheckpointError(f"{path} is not a moldiff checkpoint (no moldiff hyper-parameters)")

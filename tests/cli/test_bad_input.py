@@ -168,3 +168,14 @@ def test_settings_the_model_cannot_honour_warn_in_one_line_each(tmp_path):
     assert lines[0].startswith("warning: num_atoms=40 is outside the training histogram of this model (")
     assert lines[1] == "warning: guidance_scale=2 has no effect: this model is unconditional"
     assert "wrote 1 molecules" in proc.stdout
+
+
+def test_load_model_rejects_a_saved_tensor(tmp_path):
+    import torch
+
+    from moldiff.training.checkpoint import CheckpointError, load_model
+
+    path = tmp_path / "tensor.pt"
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(CheckpointError, match="not a moldiff checkpoint"):
+        load_model(path)
