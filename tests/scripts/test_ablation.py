@@ -12,9 +12,9 @@ pytestmark = pytest.mark.qm9
 
 
 def test_ablation_smoke_and_resume(data_root, tmp_path):
-    args = ["--minutes", "0.05", "--samples", "3", "--steps", "2", "--only", "new,old", "--out", str(tmp_path),
+    args = ["--train-steps", "3", "--minutes", "10", "--samples", "3", "--steps", "2", "--only", "new,old", "--out", str(tmp_path),
             "--reference", "null", "--data-root", str(data_root), "--",
-            "model=tiny", "data.limit=300", "data.subset=32", "data.batch_size=8", "trainer.max_steps=3"]
+            "model=tiny", "data.limit=300", "data.subset=32", "data.batch_size=8"]
     proc = run_script("ablation.py", *args, timeout=900)
     assert "| new |" in proc.stdout and "| old |" in proc.stdout
     for name in ("new", "old"):
