@@ -103,3 +103,18 @@ def tiny_ckpt(data_root, tmp_path_factory) -> Path:
     ckpt = run / "checkpoints" / "last.ckpt"
     assert ckpt.exists()
     return ckpt
+
+
+def interrupt_second_batch(cli, monkeypatch):
+    """Make ``cli.sample`` raise KeyboardInterrupt on its second call (as Ctrl-C would); returns the real one."""
+    real = cli.sample
+    calls = {"n": 0}
+
+    def interrupting(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(cli, "sample", interrupting)
+    return real

@@ -11,6 +11,7 @@ from moldiff.chem.io import read_sdf, write_sdf
 from moldiff.chem.molecule import Molecule
 from moldiff.chem.rdkit_conv import from_rdkit
 from moldiff.chem.relax import RELAX_STATUSES, relax_molecule, superposed_rmsd
+from tests.conftest import interrupt_second_batch
 
 
 def embedded(smiles: str, seed: int = 7, noise: float = 0.15) -> Molecule:
@@ -145,15 +146,7 @@ def test_interrupted_relaxed_run_resumes_both_files(tmp_path, monkeypatch):
 
     full = tmp_path / "full.sdf"
     cli.generate(cfg_for(full))
-    real, calls = cli.sample, {"n": 0}
-
-    def interrupting(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(cli, "sample", interrupting)
+    real = interrupt_second_batch(cli, monkeypatch)
     part = tmp_path / "part.sdf"
     assert cli.generate(cfg_for(part))["n_molecules"] == 2
     assert len(read_sdf(tmp_path / "part.raw.sdf")) == 2

@@ -17,6 +17,7 @@ import torch
 
 import moldiff.cli.sample as cli
 from moldiff.training.checkpoint import default_checkpoint
+from tests.conftest import interrupt_second_batch
 
 TINY = ["n_samples=4", "steps=2", "batch_size=2", "progress=false"]
 
@@ -137,16 +138,7 @@ def test_missing_output_folder_is_created(work, capsys, monkeypatch):
 
 def test_resume_with_another_n_samples_is_a_settings_difference(work, capsys, monkeypatch):
     monkeypatch.chdir(work)
-    real = cli.sample
-    calls = {"n": 0}
-
-    def interrupting(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(cli, "sample", interrupting)
+    real = interrupt_second_batch(cli, monkeypatch)
     code, _, err = run_main(capsys, *TINY, "out=part.sdf")
     assert code == 130 and "interrupted: 2 finished molecules kept in part.sdf" in err
     monkeypatch.setattr(cli, "sample", real)

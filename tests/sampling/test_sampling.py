@@ -14,7 +14,7 @@ from moldiff.diffusion.schedules import NoiseSchedule
 from moldiff.models.denoiser import Denoiser
 from moldiff.sampling.prior import sample_num_atoms
 from moldiff.sampling.sampler import Fragment, sample
-from tests.conftest import run_cli
+from tests.conftest import interrupt_second_batch, run_cli
 
 
 def toy_model(num_props=0):
@@ -184,21 +184,6 @@ def test_incompatible_checkpoints_say_what_differs(tiny_ckpt, tmp_path):
         load_model(tmp_path / "bad.ckpt")
 
 
-def _interrupt_second_batch(cli, monkeypatch):
-    """Make ``cli.sample`` raise KeyboardInterrupt on its second call (as Ctrl-C would); returns the real one."""
-    real = cli.sample
-    calls = {"n": 0}
-
-    def interrupting(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(cli, "sample", interrupting)
-    return real
-
-
 def test_interrupt_keeps_finished_molecules_and_resume_matches(tiny_ckpt, tmp_path, monkeypatch):
     from hydra import compose, initialize_config_module
 
@@ -211,7 +196,7 @@ def test_interrupt_keeps_finished_molecules_and_resume_matches(tiny_ckpt, tmp_pa
 
     full = tmp_path / "full.sdf"
     cli.generate(cfg_for(full))
-    real = _interrupt_second_batch(cli, monkeypatch)
+    real = interrupt_second_batch(cli, monkeypatch)
     part = tmp_path / "part.sdf"
     res = cli.generate(cfg_for(part))
     assert res["complete"] is False and res["n_molecules"] == 2
@@ -234,7 +219,7 @@ def test_resume_with_other_settings_refuses_and_keeps_the_partial(tiny_ckpt, tmp
             return compose("sample", overrides=[f"ckpt={tiny_ckpt}", "n_samples=4", "batch_size=2", "steps=3",
                                                  f"out={out}", "progress=false", *extra])
 
-    real = _interrupt_second_batch(cli, monkeypatch)
+    real = interrupt_second_batch(cli, monkeypatch)
     assert cli.generate(cfg_for())["n_molecules"] == 2
     monkeypatch.setattr(cli, "sample", real)
     partial = out.with_name(out.name + ".partial")
