@@ -24,7 +24,6 @@ import torch
 from torch_geometric.data import Batch
 
 from moldiff.data.cache import load_cache
-from moldiff.data.registry import cache_path
 from moldiff.sampling.sampler import sample
 from moldiff.training.checkpoint import load_model
 from moldiff.training.property_module import load_property_module
@@ -56,7 +55,7 @@ def main(argv=None) -> dict:
     prop = pred.hparams["prop"]
     if gen_model.properties != [prop]:
         sys.exit(f"error: generator conditions on {gen_model.properties}, predictor predicts {prop!r}")
-    cache = load_cache(str(cache_path(a.dataset, a.data_root)))
+    cache = load_cache(a.dataset, a.data_root)  # a dataset name or a cache folder name under the data root
     col = cache.prop_columns([prop])[0]
     rng = np.random.default_rng(a.seed)
     half_b, half_a = cache.indices("train_b"), cache.indices("train_a")

@@ -85,7 +85,7 @@ BAD = [
     (["out=folder"], ["out=folder is an existing folder"]),
     (["out=file.txt/o.sdf"], ["out=file.txt/o.sdf", "file.txt is not a folder"]),
     (["out="], ["out must be a file path"]),
-    (["ckpt=tensor.pt"], ["ckpt=tensor.pt is not a moldiff checkpoint"]),
+    (["ckpt=tensor.pt"], ["tensor.pt is not a moldiff checkpoint"]),
     (["ckpt=random.ckpt"], ["ckpt=random.ckpt cannot be read", "truncated, corrupted or not a PyTorch checkpoint"]),
     (["ckpt=truncated.ckpt"], ["ckpt=truncated.ckpt cannot be read"]),
     (["ckpt=missing.ckpt"], ["missing.ckpt does not exist"]),
