@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-	$(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q 'torch>=2.3,<=2.14.1'
+	$(PY) -m pip install -q torch==2.13.0 || $(PY) -m pip install -q 'torch>=2.3,<2.15'
 	$(PY) -m pip install -q -e '.[test]'
 	touch $(STAMP)
 

@@ -4,7 +4,7 @@
 Writes the 13,083 test molecules of the QM9 cache (bonds and charges perceived from the DFT
 geometry, see ``moldiff/data/qm9.py``) to an SDF, reads it back and evaluates it with exactly the
 code ``moldiff-evaluate`` runs (``moldiff.cli.evaluate.evaluate_file``), and prints the table, the
-comparison with EDM's published figures for the QM9 data (ANCHORS.md: 99.0 / 95.2 / 97.7) and a
+comparison with EDM's published figures for the QM9 data (EDM, arXiv 2203.17003: 99.0 / 95.2 / 97.7) and a
 JSON line.
 
     python scripts/metric_truth.py [--out demo/qm9_test.sdf] [--root data/processed] [--json out.json]
