@@ -118,3 +118,19 @@ def interrupt_second_batch(cli, monkeypatch):
 
     monkeypatch.setattr(cli, "sample", interrupting)
     return real
+
+
+def run_sample_main(capsys, *overrides: str) -> tuple[int, str, str]:
+    """``moldiff-sample overrides...`` in this process: ``(exit code, stdout, stderr)``."""
+    import moldiff.cli.sample as cli
+
+    argv, code = sys.argv, 0
+    sys.argv = ["moldiff-sample", *overrides]
+    try:
+        cli.main()
+    except SystemExit as exc:
+        code = exc.code
+    finally:
+        sys.argv = argv
+    out, err = capsys.readouterr()
+    return code, out, err

@@ -17,24 +17,12 @@ import torch
 
 import moldiff.cli.sample as cli
 from moldiff.training.checkpoint import default_checkpoint
-from tests.conftest import interrupt_second_batch
+from tests.conftest import interrupt_second_batch, run_sample_main
 
 TINY = ["n_samples=4", "steps=2", "batch_size=2", "progress=false"]
 
 
-def run_main(capsys, *overrides: str) -> tuple[int, str, str]:
-    """``moldiff-sample overrides...`` in this process: ``(exit code, stdout, stderr)``."""
-    argv = sys.argv
-    sys.argv = ["moldiff-sample", *overrides]
-    code = 0
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code
-    finally:
-        sys.argv = argv
-    out, err = capsys.readouterr()
-    return code, out, err
+run_main = run_sample_main
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

@@ -14,7 +14,7 @@ from moldiff.diffusion.schedules import NoiseSchedule
 from moldiff.models.denoiser import Denoiser
 from moldiff.sampling.prior import sample_num_atoms
 from moldiff.sampling.sampler import Fragment, sample
-from tests.conftest import interrupt_second_batch, run_cli
+from tests.conftest import interrupt_second_batch, run_cli, run_sample_main
 
 
 def toy_model(num_props=0):
@@ -317,19 +317,8 @@ def test_rerun_of_a_finished_command_samples_nothing_and_an_interrupted_rerun_ke
 
 def _main(capsys, *overrides):
     """``moldiff-sample overrides...`` in this process: ``(exit code, stderr)``."""
-    import sys
-
-    import moldiff.cli.sample as cli
-
-    argv, code = sys.argv, 0
-    sys.argv = ["moldiff-sample", *overrides]
-    try:
-        cli.main()
-    except SystemExit as exc:
-        code = exc.code
-    finally:
-        sys.argv = argv
-    return code, capsys.readouterr().err
+    code, _, err = run_sample_main(capsys, *overrides)
+    return code, err
 
 
 def test_ctrl_c_exits_130_and_never_leaves_an_empty_out(tmp_path, monkeypatch, capsys):
