@@ -23,8 +23,8 @@ if TYPE_CHECKING:
     from moldiff.chem.molecule import Molecule
     from moldiff.training.checkpoint import LoadedModel
 
-#: Names of the shipped models accepted by :func:`load_pretrained`.
-PRETRAINED = ("qm9",)
+#: Names of the shipped models accepted by :func:`load_pretrained` -> file stem under ``moldiff/pretrained``.
+PRETRAINED = {"qm9": "qm9_default", "qm9_conditional": "qm9_conditional"}
 
 #: Values of ``decode`` in :meth:`MoleculeGenerator.sample`.
 DECODINGS = ("argmax", "map")
@@ -144,7 +144,9 @@ def load_pretrained(name: str | Path = "qm9", device: str = "auto") -> MoleculeG
     """Load a shipped model by name, or a trained model from a checkpoint or exported weights file.
 
     Args:
-        name: ``qm9`` (the model shipped with moldiff, checked against its recorded sha256), or the path
+        name: ``qm9`` (the unconditional model shipped with moldiff), ``qm9_conditional`` (the shipped
+            model conditioned on any subset of alpha, gap, homo, lumo, mu and Cv; both are checked against
+            their recorded sha256), or the path
             of a ``.ckpt`` written by ``moldiff-train`` or a ``.pt`` written by ``scripts/export_pretrained.py``.
         device: ``auto`` (CUDA when available), ``cpu``, ``cuda`` or ``cuda:N``.
 
@@ -158,7 +160,12 @@ def load_pretrained(name: str | Path = "qm9", device: str = "auto") -> MoleculeG
 
     path: str | None
     if str(name) in PRETRAINED:
-        path = None  # the shipped model
+        from moldiff.training.checkpoint import CheckpointError, pretrained_path
+
+        try:
+            path = str(pretrained_path(PRETRAINED[str(name)]))
+        except CheckpointError as exc:
+            raise ValueError(str(exc)) from None
     else:
         p = Path(name).expanduser()
         if not p.exists():

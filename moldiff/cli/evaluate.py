@@ -130,6 +130,8 @@ def evaluate_file(
     posebusters: bool = False,
     posebusters_max: int | None = 200,
     posebusters_energy: bool = True,
+    predict: bool = False,
+    predictor: str | None = None,
 ) -> dict:
     """Read ``path`` and evaluate it (what the CLI runs).
 
@@ -145,6 +147,8 @@ def evaluate_file(
             else None there).
         posebusters_max: check at most this many molecules (seeded sample); None checks all.
         posebusters_energy: include PoseBusters' (slow) internal-energy check.
+        predict: also predict each molecule's properties (result under ``predicted_properties``).
+        predictor: a predictor checkpoint for ``predict``; None = the shipped QM9 predictor.
 
     Raises:
         MoleculeInputError: unreadable input, or no readable molecule at all.
@@ -169,6 +173,12 @@ def evaluate_file(
         metrics["posebusters"] = posebusters_checks(mols, max_molecules=posebusters_max, seed=seed,
                                                     bond_inference=bond_inference,  # type: ignore[arg-type]
                                                     energy=posebusters_energy)
+    metrics["predicted_properties"] = None
+    if predict:
+        from moldiff.metrics.properties import predict_properties
+        from moldiff.training.property_module import load_property_module
+
+        metrics["predicted_properties"] = predict_properties(mols, load_property_module(predictor))
     metrics["input"] = str(path)
     metrics["skipped_records"] = len(report)
     metrics["skipped"] = report
@@ -197,6 +207,15 @@ def run(cfg: DictConfig) -> dict:
         notice(f"PoseBusters checks will run on {'all' if posebusters_max is None else f'at most {posebusters_max}'} "
                "molecules after the metrics" + (" (the internal-energy check can take a minute for a strained ring "
                                                 "system; posebusters_energy=false skips it)" if energy else ""))
+    predict = bool(cfg.get("predict", False))
+    if predict:  # an unusable predictor is found before the work
+        from moldiff.training.checkpoint import CheckpointError
+        from moldiff.training.property_module import load_property_module
+
+        try:
+            load_property_module(cfg.get("predictor"))
+        except CheckpointError as exc:
+            raise ValueError(f"predict=true: {exc}") from None
     if not Path(str(cfg.input)).exists():
         raise MoleculeInputError(cfg.input, "no such file or folder")
     unavailable = None
@@ -217,6 +236,8 @@ def run(cfg: DictConfig) -> dict:
         posebusters=posebusters,
         posebusters_max=posebusters_max,
         posebusters_energy=bool(cfg.get("posebusters_energy", True)),
+        predict=predict,
+        predictor=cfg.get("predictor"),
     )
     metrics["reference_unavailable"] = unavailable
     print(format_table(metrics))

@@ -43,40 +43,115 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def given_targets(cfg: DictConfig) -> dict[str, object]:
+    """The ``conditioning.<prop>=value`` entries that were set."""
+    return {k: v for k, v in cfg.conditioning.items() if k != "targets_csv" and v is not None}
+
+
+def wants_conditioning(cfg: DictConfig) -> bool:
+    return bool(given_targets(cfg) or cfg.conditioning.targets_csv)
+
+
+def default_ckpt(cfg: DictConfig) -> str | None:
+    """``ckpt=`` as given; without one, the shipped conditional QM9 model when targets are given (else
+    ``None``: the shipped unconditional model)."""
+    if cfg.ckpt or not wants_conditioning(cfg):
+        return cfg.ckpt
+    from moldiff.training.checkpoint import pretrained_path
+
+    try:
+        return str(pretrained_path("qm9_conditional"))
+    except CheckpointError as exc:
+        raise ValueError(f"{exc} (targets need a conditional model)") from None
+
+
+def _number(value: object, where: str) -> float:
+    if isinstance(value, bool):
+        raise ValueError(f"{where}: expected a number, got {value!r}")
+    try:
+        out = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise ValueError(f"{where}: expected a number, got {value!r}") from None
+    if not np.isfinite(out):
+        raise ValueError(f"{where}: expected a finite number, got {value!r}")
+    return out
+
+
 def read_targets(cfg: DictConfig, model: LoadedModel, n: int) -> torch.Tensor | None:
-    """Raw target values ``[n, P]`` from ``conditioning.<prop>=value`` or ``conditioning.targets_csv``."""
-    given = {k: v for k, v in cfg.conditioning.items() if k != "targets_csv" and v is not None}
+    """Raw target values ``[n, P]`` (dataset units) from ``conditioning.<prop>=value`` or
+    ``conditioning.targets_csv``; NaN where a property is not given (a model trained on property subsets
+    takes any subset). ``None``: no targets (unconditional sampling)."""
+    given = given_targets(cfg)
     props = model.properties
     if not props:
         if given or cfg.conditioning.targets_csv:
             raise ValueError(f"model {model.path} is unconditional; it cannot take targets {sorted(given) or 'from CSV'}")
         return None
+    subsets = bool((model.hparams.get("conditioning") or {}).get("subsets", False))
     if cfg.conditioning.targets_csv:
-        path = Path(cfg.conditioning.targets_csv)
-        if not path.exists():
-            raise FileNotFoundError(f"targets_csv {path} does not exist")
-        with open(path, newline="") as fh:
+        if given:
+            raise ValueError(f"give targets either as conditioning.targets_csv or as conditioning.<property>=, not both "
+                             f"(got {sorted(given)} too)")
+        t = read_targets_csv(Path(cfg.conditioning.targets_csv), props)
+        t = t[torch.arange(n) % len(t)]
+    else:
+        extra = [k for k in given if k not in props]
+        if extra:
+            raise ValueError(f"model does not condition on {extra}; it conditions on {props}")
+        if not given:
+            log.warning("warning: no target given (conditioning.<property>=VALUE); sampling without conditioning")
+            return None
+        row = [_number(given[p], f"conditioning.{p}") if p in given else float("nan") for p in props]
+        t = torch.tensor([row] * n, dtype=torch.float32)
+    missing = [p for k, p in enumerate(props) if torch.isnan(t[:, k]).any()]
+    if missing and not subsets:
+        raise ValueError(f"this model conditions on all of {props} together; give conditioning.{missing[0]}=VALUE "
+                         f"({unit_text(model, missing[0])}) or a targets_csv column for it")
+    warn_out_of_range(model, t)
+    return t
+
+
+def read_targets_csv(path: Path, props: list[str]) -> torch.Tensor:
+    """One row per molecule; a column per property (any subset of ``props``); an empty cell = not given."""
+    if not path.exists():
+        raise FileNotFoundError(f"targets_csv {path} does not exist")
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
             rows = list(csv.DictReader(fh))
-        if not rows:
-            raise ValueError(f"{path}: no rows")
-        missing = [p for p in props if p not in rows[0]]
-        if missing:
-            raise ValueError(f"{path}: missing columns {missing} (model conditions on {props})")
-        vals = []
-        for k, row in enumerate(rows, start=2):
-            try:
-                vals.append([float(row[p]) for p in props])
-            except ValueError:
-                raise ValueError(f"{path}, line {k}: non-numeric target in {row}") from None
-        t = torch.tensor(vals, dtype=torch.float32)
-        return t[torch.arange(n) % len(t)]
-    missing = [p for p in props if p not in given]
-    if missing:
-        raise ValueError(f"model conditions on {props}; give conditioning.{missing[0]}=VALUE (units: dataset's) or conditioning.targets_csv=")
-    extra = [k for k in given if k not in props]
-    if extra:
-        raise ValueError(f"model does not condition on {extra}; it conditions on {props}")
-    return torch.tensor([[float(given[p]) for p in props]] * n, dtype=torch.float32)
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"targets_csv {path} is not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    if not rows:
+        raise ValueError(f"{path}: no rows")
+    cols = [c for c in rows[0] if c is not None]
+    unknown = [c for c in cols if c not in props]
+    if unknown:
+        raise ValueError(f"{path}: unknown columns {unknown} (the model conditions on {props})")
+    vals = []
+    for k, row in enumerate(rows, start=2):
+        vals.append([_number(row[p], f"{path}, line {k}, column {p}") if (row.get(p) or "").strip() else float("nan")
+                     for p in props])
+    return torch.tensor(vals, dtype=torch.float32)
+
+
+def unit_text(model: LoadedModel, prop: str) -> str:
+    unit = model.property_units.get(prop, "")
+    return f"in {unit}" if unit else "in the dataset's units"
+
+
+def warn_out_of_range(model: LoadedModel, targets: torch.Tensor) -> None:
+    """One warning per property whose targets leave the range of the model's training molecules."""
+    for k, p in enumerate(model.properties):
+        rng = model.property_ranges.get(p)
+        col = targets[:, k]
+        col = col[~torch.isnan(col)]
+        if rng is None or not len(col):
+            continue
+        lo, hi = rng
+        if col.min() < lo or col.max() > hi:
+            unit = model.property_units.get(p, "")
+            log.warning("warning: target %s=%s %s is outside the training range %.4g to %.4g %s; expect targets to "
+                        "be missed", p, f"{col.min().item():.4g}" if col.min() < lo else f"{col.max().item():.4g}",
+                        unit, lo, hi, unit)
 
 
 def read_fragment(path: str, model: LoadedModel) -> Fragment:
@@ -363,7 +438,8 @@ def run_settings(cfg: DictConfig, model: LoadedModel, targets: torch.Tensor | No
         "ckpt": model.path, "ckpt_sha256": file_sha256(model.path), "n_samples": cfg.n_samples, "steps": cfg.steps,
         "sampler": cfg.sampler, "seed": cfg.seed, "batch_size": cfg.batch_size, "num_atoms": num_atoms,
         "guidance_scale": cfg.guidance_scale, "inpaint": cfg.inpaint.sdf,
-        "targets": None if targets is None else targets[:1].tolist() if not cfg.conditioning.targets_csv
+        "targets": None if targets is None else [[None if np.isnan(v) else v for v in targets[0].tolist()]]
+        if not cfg.conditioning.targets_csv
         else cfg.conditioning.targets_csv,
         "device": device.type, **decode_settings(cfg),
     }
@@ -386,7 +462,8 @@ def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedM
         m.props["moldiff_relax"] = cfg.relax
         if cond is not None:
             for p, val in zip(model.properties, cond[k].tolist()):
-                m.props[f"target_{p}"] = float(val)
+                if not np.isnan(val):
+                    m.props[f"target_{p}"] = float(val)
             m.props["guidance_scale"] = float(cfg.guidance_scale)
         if fragment is not None:
             m.props["inpaint_fixed_atoms"] = fragment.num_atoms
@@ -475,7 +552,7 @@ def generate(cfg: DictConfig) -> dict:
     check_options(cfg)
     num_atoms = parse_num_atoms(cfg.num_atoms)
     device = pick_device(cfg.device)
-    model = load_checkpoint(cfg.ckpt, device)
+    model = load_checkpoint(default_ckpt(cfg), device)
     targets = read_targets(cfg, model, cfg.n_samples)
     fragment = read_fragment(cfg.inpaint.sdf, model) if cfg.inpaint.sdf else None
     if fragment is not None:

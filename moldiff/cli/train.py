@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+import numpy as np
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
@@ -100,15 +101,19 @@ def check_numbers(cfg: DictConfig) -> None:
 def build_module(cfg: DictConfig, cache) -> DiffusionModule:
     """The LightningModule from a composed config and the opened dataset cache."""
     props = list(cfg.conditioning.properties or [])
+    ranges = {}
     if props:
-        cache.prop_columns(props)
+        values = cache.props[cache.indices(cfg.data.train_split)][:, cache.prop_columns(props)].numpy()
+        ranges = {p: [float(np.nanmin(values[:, k])), float(np.nanmax(values[:, k]))] for k, p in enumerate(props)}
     dataset = {"name": cache.name, "vocab": cache.vocab.to_dict(), "statistics": cache.statistics}
     return DiffusionModule(
         model=OmegaConf.to_container(cfg.model, resolve=True),
         diffusion=OmegaConf.to_container(cfg.diffusion, resolve=True),
         optim=OmegaConf.to_container(cfg.optim, resolve=True),
         dataset=dataset,
-        conditioning={"properties": props, "p_uncond": float(cfg.conditioning.p_uncond)},
+        conditioning={"properties": props, "p_uncond": float(cfg.conditioning.p_uncond),
+                      "subsets": bool(cfg.conditioning.get("subsets", False)), "range": ranges,
+                      "units": {p: cache.meta.get("units", {}).get(p, "") for p in props}},
         validation=OmegaConf.to_container(cfg.validation, resolve=True),
     )
 
@@ -117,12 +122,21 @@ def build_property_module(cfg: DictConfig, cache):
     """The property predictor of the conditional evaluation (``task=property``)."""
     from moldiff.training.property_module import PropertyModule
 
-    if not cfg.property:
-        raise ValueError("task=property needs property=NAME (e.g. property=gap)")
-    cache.prop_columns([cfg.property])
-    dataset = {"name": cache.name, "vocab": cache.vocab.to_dict(), "statistics": cache.statistics}
+    props = predictor_properties(cfg)
+    cache.prop_columns(props)
+    dataset = {"name": cache.name, "vocab": cache.vocab.to_dict(), "statistics": cache.statistics,
+               "units": {p: cache.meta.get("units", {}).get(p, "") for p in props}}
     return PropertyModule(OmegaConf.to_container(cfg.model, resolve=True), OmegaConf.to_container(cfg.optim, resolve=True),
-                          dataset, cfg.property)
+                          dataset, props)
+
+
+def predictor_properties(cfg: DictConfig) -> list[str]:
+    """``properties=[...]`` of ``task=property`` (a bare name is accepted as a one-element list)."""
+    props = cfg.get("properties")
+    props = [props] if isinstance(props, str) else list(props or [])
+    if not props:
+        raise ValueError("task=property needs properties=[NAME,...] (e.g. properties=[gap])")
+    return [str(p) for p in props]
 
 
 # ------------------------------------------------------------------------------------------ processes
@@ -314,15 +328,25 @@ def resolve_ckpt_path(cfg: DictConfig, run_dir: Path | None = None, timestamped:
 
 
 def init_weights(module: DiffusionModule, path: str) -> None:
-    """Warm start: copy the denoiser weights of a checkpoint or shipped model file into ``module``."""
+    """Warm start: copy the denoiser weights of a checkpoint, a model file or a shipped model (by name, e.g.
+    ``qm9_default``) into ``module``. Property-conditioning layers the source lacks keep their initial
+    values (a conditional model warm-started from an unconditional one)."""
     p = Path(path)
     if not p.exists():
-        raise FileNotFoundError(f"init_from {p} does not exist")
+        from moldiff.training.checkpoint import PRETRAINED_DIR, pretrained_path
+
+        if "/" in str(path) or not (PRETRAINED_DIR / f"{path}.json").exists():
+            raise FileNotFoundError(f"init_from {p} does not exist (and is not a shipped model's name)")
+        p = pretrained_path(str(path))
     try:
         state = torch.load(p, map_location="cpu", weights_only=True)["state_dict"]
     except Exception as exc:
         raise ValueError(f"init_from {p}: not a moldiff checkpoint or model file ({exc})") from None
     net = {k[len("net."):]: v.float() for k, v in state.items() if k.startswith("net.")}
+    own = module.net.state_dict()
+    fresh = [k for k in own if k not in net and k.startswith("prop.")] if getattr(module.net, "num_props", 0) else []
+    for k in fresh:
+        net[k] = own[k]
     try:
         module.net.load_state_dict(net)
     except RuntimeError as exc:
@@ -392,7 +416,7 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     ckpt_path = resolve_ckpt_path(cfg, run_dir, timestamped)
     L.seed_everything(cfg.seed, workers=True)
     cache = open_cache(cfg.data)
-    props = [cfg.property] if cfg.task == "property" else list(cfg.conditioning.properties or [])
+    props = predictor_properties(cfg) if cfg.task == "property" else list(cfg.conditioning.properties or [])
     dm = MolDataModule(
         cache,
         batch_size=cfg.data.batch_size,

@@ -341,6 +341,10 @@ def format_table(metrics: dict) -> str:
         from moldiff.metrics.posebusters import format_rows  # imports this module
 
         rows.extend(format_rows(m["posebusters"]))
+    if m.get("predicted_properties"):
+        from moldiff.metrics.properties import format_rows as property_rows
+
+        rows.extend(property_rows(m["predicted_properties"]))
     if c.get("malformed"):
         row("malformed molecules", str(c["malformed"]), "counted as unstable and invalid")
     for label, key in (("decoding statuses", "decode_status"), ("relaxation statuses", "relax_status")):

@@ -108,8 +108,11 @@ class Denoiser(nn.Module):
         self.self_conditioning = self_conditioning
         self.time = TimeEmbeddingBlock(F_)
         if num_props:
-            self.prop = nn.Sequential(nn.Linear(num_props, F_), nn.SiLU(), nn.Linear(F_, F_))
-            self.null_prop = nn.Parameter(torch.zeros(F_))
+            # input: the normalised values (0 where not given) and the given/not-given mask; the last layer
+            # starts at zero so a warm start from an unconditional model begins as that model
+            self.prop = nn.Sequential(nn.Linear(2 * num_props, F_), nn.SiLU(), nn.Linear(F_, F_))
+            nn.init.zeros_(self.prop[2].weight)
+            nn.init.zeros_(self.prop[2].bias)
         self.size = SizeEmbeddingBlock(F_) if size_embedding else None
         val_in = (4 + (4 if self_conditioning else 0)) if valency_feature else 0
         sc_atom = num_atom_types + num_charges if self_conditioning else 0
@@ -142,17 +145,16 @@ class Denoiser(nn.Module):
             nn.Linear(edge_dim + F_ + num_rbf, F_), nn.SiLU(), nn.Linear(F_, num_bond_types)
         )
 
-    def conditioning(self, t: torch.Tensor, props: torch.Tensor | None, drop: torch.Tensor | None) -> torch.Tensor:
-        """Per-molecule embedding of time and (optionally dropped) properties ``[G,F]``."""
+    def conditioning(self, t: torch.Tensor, props: torch.Tensor | None) -> torch.Tensor:
+        """Per-molecule embedding of time and properties ``[G,F]``. ``props [G,P]`` holds normalised values;
+        NaN marks a property that is not given (any subset per molecule; all NaN or ``None`` = unconditional,
+        the classifier-free-guidance null)."""
         c = self.time(t)
         if self.num_props:
             if props is None:
-                emb = self.null_prop.expand(t.shape[0], -1)
-            else:
-                emb = self.prop(props)
-                if drop is not None:
-                    emb = torch.where(drop.view(-1, 1), self.null_prop.expand_as(emb), emb)
-            c = c + emb
+                props = c.new_full((t.shape[0], self.num_props), float("nan"))
+            given = torch.isfinite(props)
+            c = c + self.prop(torch.cat([torch.where(given, props, 0.0), given.to(props.dtype)], dim=-1))
         return c
 
     def precond(self, alpha_bar: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -186,7 +188,6 @@ class Denoiser(nn.Module):
         t: torch.Tensor,
         num_graphs: int | None = None,
         props: torch.Tensor | None = None,
-        drop: torch.Tensor | None = None,
         rev: torch.Tensor | None = None,
         alpha_bar: torch.Tensor | None = None,
         self_cond: tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
@@ -203,7 +204,7 @@ class Denoiser(nn.Module):
         dist, unit, rbf = self._geometry(pos, edge_index)
         # radius graph: the indices of the message-carrying edges, found once for all layers
         msg_mask = (dist < self.cutoff).nonzero().squeeze(-1) if self.cutoff else None
-        cond = self.conditioning(t, props, drop)
+        cond = self.conditioning(t, props)
         if self.size is not None:
             counts = torch.zeros(G, dtype=torch.long, device=pos.device).index_add_(0, batch, torch.ones_like(batch))
             cond = cond + self.size(counts)

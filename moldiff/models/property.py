@@ -18,19 +18,21 @@ class PropertyPredictor(nn.Module):
         atom_in: width of the one-hot atom input (types + charges).
         num_scalars, num_vectors, edge_dim, num_layers, num_rbf, rbf_cutoff: as in ``Denoiser``.
 
-    Forward: ``(pos [N,3], atom_feat [N,atom_in], edge_index [2,E], batch [N], num_graphs) -> [G]``
-    (normalised property; sum pooling so extensive properties scale with size).
+        num_outputs: how many properties it predicts at once (a multi-task head on shared layers).
+
+    Forward: ``(pos [N,3], atom_feat [N,atom_in], edge_index [2,E], batch [N], num_graphs) -> [G, num_outputs]``
+    (normalised properties; sum pooling so extensive properties scale with size).
     """
 
     def __init__(self, atom_in: int, num_scalars: int = 128, num_vectors: int = 16, edge_dim: int = 32,
-                 num_layers: int = 5, num_rbf: int = 24, rbf_cutoff: float = 10.0) -> None:
+                 num_layers: int = 5, num_rbf: int = 24, rbf_cutoff: float = 10.0, num_outputs: int = 1) -> None:
         super().__init__()
         self.C = num_vectors
         self.atom_embed = nn.Linear(atom_in, num_scalars)
         self.edge0 = nn.Parameter(torch.zeros(edge_dim))
         self.rbf = GaussianRBFBlock(num_rbf, rbf_cutoff)
         self.layers = nn.ModuleList([EquivariantMessageBlock(num_scalars, num_vectors, edge_dim, num_rbf) for _ in range(num_layers)])
-        self.readout = nn.Sequential(nn.Linear(num_scalars, num_scalars), nn.SiLU(), nn.Linear(num_scalars, 1))
+        self.readout = nn.Sequential(nn.Linear(num_scalars, num_scalars), nn.SiLU(), nn.Linear(num_scalars, num_outputs))
 
     def forward(self, pos, atom_feat, edge_index, batch, num_graphs: int, rev=None) -> torch.Tensor:
         N = pos.shape[0]
@@ -43,4 +45,4 @@ class PropertyPredictor(nn.Module):
         e = self.edge0.expand(edge_index.shape[1], -1)
         for layer in self.layers:
             s, v, e = layer(s, v, e, edge_index, unit, rbf, rev)
-        return scatter(self.readout(s).squeeze(-1), batch, 0, dim_size=num_graphs, reduce="sum") / 10.0
+        return scatter(self.readout(s), batch, 0, dim_size=num_graphs, reduce="sum") / 10.0

@@ -42,8 +42,17 @@ class LoadedModel:
     def dataset(self) -> str:
         return self.hparams["dataset"]["name"]
 
+    @property
+    def property_ranges(self) -> dict[str, list[float]]:
+        """Training range ``[min, max]`` of each conditioning property (dataset units)."""
+        return dict((self.hparams.get("conditioning") or {}).get("range", {}) or {})
+
+    @property
+    def property_units(self) -> dict[str, str]:
+        return dict((self.hparams.get("conditioning") or {}).get("units", {}) or {})
+
     def normalize(self, values: torch.Tensor) -> torch.Tensor:
-        """Raw property values ``[G,P]`` (dataset units) -> network inputs."""
+        """Raw property values ``[G,P]`` (dataset units; NaN = not given, and stays NaN) -> network inputs."""
         mean = torch.tensor([self.statistics["prop_mean"][p] for p in self.properties])
         std = torch.tensor([max(self.statistics["prop_std"][p], 1e-8) for p in self.properties])
         return (values - mean.to(values)) / std.to(values)
@@ -63,11 +72,12 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-def default_checkpoint() -> Path:
-    """The shipped QM9 model, verified against its recorded sha256."""
-    info_file = PRETRAINED_DIR / "qm9_default.json"
+def pretrained_path(name: str = "qm9_default") -> Path:
+    """A shipped model file under ``moldiff/pretrained/`` (``<name>.pt``), verified against the sha256 its
+    ``<name>.json`` records."""
+    info_file = PRETRAINED_DIR / f"{name}.json"
     if not info_file.exists():
-        raise CheckpointError(f"no shipped model found ({info_file} missing); pass ckpt=PATH")
+        raise CheckpointError(f"no shipped model {name!r} found ({info_file} missing); pass ckpt=PATH")
     info = json.loads(info_file.read_text())
     path = PRETRAINED_DIR / info["file"]
     if not path.exists():
@@ -76,6 +86,11 @@ def default_checkpoint() -> Path:
     if digest != info["sha256"]:
         raise CheckpointError(f"shipped weights {path} fail their sha256 check (got {digest}, recorded {info['sha256']})")
     return path
+
+
+def default_checkpoint() -> Path:
+    """The shipped unconditional QM9 model."""
+    return pretrained_path("qm9_default")
 
 
 def load_model(

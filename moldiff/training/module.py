@@ -17,7 +17,48 @@ class NonFiniteLossError(RuntimeError):
     """Raised when the loss becomes NaN/inf; the last good checkpoint is left as it was."""
 
 
-class DiffusionModule(L.LightningModule):
+class BudgetScheduleMixin:
+    """AdamW with linear warm-up, then constant or cosine decay over a step and/or training-time budget
+    (``optim_cfg``: ``lr``, ``weight_decay``, ``betas``, ``warmup_steps``, ``schedule``, ``min_lr_ratio``,
+    ``total_steps``, ``total_minutes``). Shared by the denoiser and the property predictor."""
+
+    OPTIM_DEFAULTS = {"lr": 5e-4, "weight_decay": 1e-12, "warmup_steps": 500, "betas": (0.9, 0.999),
+                      "schedule": "constant", "total_steps": None, "total_minutes": None, "min_lr_ratio": 0.02,
+                      "nan_check_every": 20}
+
+    def configure_optimizers(self):
+        c = self.optim_cfg
+        opt = torch.optim.AdamW(self.parameters(), lr=c["lr"], weight_decay=c["weight_decay"], betas=tuple(c["betas"]), amsgrad=True)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self.lr_factor(step))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+    def budget_progress(self, step: int) -> float:
+        """Fraction of the training budget used at ``step``: the larger of ``step / total_steps`` and the run's
+        training time (all chunks, from ``ChunkTimer``) over ``total_minutes``. A resumed chunk therefore
+        continues the same schedule."""
+        c = self.optim_cfg
+        frac = 0.0
+        if c.get("total_steps"):
+            frac = step / float(c["total_steps"])
+        if c.get("total_minutes") and self._trainer is not None:
+            from moldiff.training.callbacks import ChunkTimer
+
+            timers = [cb for cb in self.trainer.callbacks if isinstance(cb, ChunkTimer)]
+            if timers:
+                frac = max(frac, timers[0].total_train_seconds() / (60.0 * float(c["total_minutes"])))
+        return min(frac, 1.0)
+
+    def lr_factor(self, step: int) -> float:
+        """Linear warm-up over ``warmup_steps``, then constant or cosine decay to ``min_lr_ratio``."""
+        c = self.optim_cfg
+        warm = min(1.0, (step + 1) / max(int(c["warmup_steps"]), 1))
+        if c["schedule"] == "constant":
+            return warm
+        lo = float(c["min_lr_ratio"])
+        return warm * (lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * self.budget_progress(step))))
+
+
+class DiffusionModule(BudgetScheduleMixin, L.LightningModule):
     """Trains the joint denoiser with the x0-parameterised diffusion loss.
 
     All arguments are plain dicts/lists (stored as hyper-parameters in the checkpoint, which therefore
@@ -31,7 +72,9 @@ class DiffusionModule(L.LightningModule):
             with the budget ``total_steps`` and/or ``total_minutes`` (training time of the whole run, all
             resumed chunks; whichever is reached first ends the decay).
         dataset: ``name``, ``vocab`` (dict), ``statistics`` (dict, from the cache).
-        conditioning: ``properties`` (names), ``p_uncond`` (drop probability in training).
+        conditioning: ``properties`` (names), ``p_uncond`` (probability of no conditioning in a training
+            step), ``subsets`` (train on random subsets of the properties), ``range`` (training range per
+            property, for the sampler's out-of-range warning).
         validation: ``num_samples`` molecules sampled at each validation (0 = none), ``steps``.
     """
 
@@ -53,6 +96,7 @@ class DiffusionModule(L.LightningModule):
         cond = conditioning or {}
         self.properties: list[str] = list(cond.get("properties", []) or [])
         self.p_uncond = float(cond.get("p_uncond", 0.1))
+        self.subsets = bool(cond.get("subsets", False))
         stats = self.statistics
         self.register_buffer(
             "prop_mean", torch.tensor([stats["prop_mean"][p] for p in self.properties], dtype=torch.float32), persistent=False
@@ -62,9 +106,7 @@ class DiffusionModule(L.LightningModule):
         )
         self.diffusion = build_diffusion(diffusion, self.vocab, self.statistics, bool(model.get("self_conditioning", False)))
         self.net = build_denoiser(model, self.vocab, self.diffusion, num_props=len(self.properties))
-        self.optim_cfg = {"lr": 5e-4, "weight_decay": 1e-12, "warmup_steps": 500, "betas": (0.9, 0.999),
-                          "schedule": "constant", "total_steps": None, "total_minutes": None, "min_lr_ratio": 0.02,
-                          "nan_check_every": 20, **optim}
+        self.optim_cfg = {**self.OPTIM_DEFAULTS, **optim}
         if self.optim_cfg["schedule"] not in ("constant", "cosine"):
             raise ValueError(f"unknown optim.schedule {self.optim_cfg['schedule']!r}; choose from ['constant', 'cosine']")
         self.validation_cfg = {"num_samples": 0, "steps": 50, **(validation or {})}
@@ -73,24 +115,39 @@ class DiffusionModule(L.LightningModule):
     def normalize_props(self, y: torch.Tensor) -> torch.Tensor:
         return (y - self.prop_mean) / self.prop_std
 
-    def denoiser_fn(self, props: torch.Tensor | None = None, drop: torch.Tensor | None = None):
-        """The callable handed to ``diffusion``/``sampling``, with conditioning bound."""
+    def denoiser_fn(self, props: torch.Tensor | None = None):
+        """The callable handed to ``diffusion``/``sampling``, with conditioning bound (NaN = not given)."""
 
         def fn(pos, h, edge_index, e, batch, t, num_graphs, **kw):
-            return self.net(pos, h, edge_index, e, batch, t, num_graphs, props=props, drop=drop, **kw)
+            return self.net(pos, h, edge_index, e, batch, t, num_graphs, props=props, **kw)
 
         return fn
 
-    def _props_for(self, batch) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    def _props_for(self, batch) -> torch.Tensor | None:
+        """Normalised targets ``[G,P]``; in training, hidden (NaN) as the conditioning recipe says."""
         if not self.properties:
-            return None, None
-        props = self.normalize_props(batch.y.float())
-        drop = torch.rand(batch.num_graphs, device=props.device) < self.p_uncond if self.training else None
-        return props, drop
+            return None
+        props = self.normalize_props(batch.y.float().view(batch.num_graphs, -1))
+        if self.training:
+            props = torch.where(self.given_mask(props.shape[0], props.device), props, float("nan"))
+        return props
+
+    def given_mask(self, G: int, device) -> torch.Tensor:
+        """Which properties each molecule is conditioned on in a training step ``[G,P]``: none with
+        probability ``p_uncond`` (the guidance null); otherwise all (``subsets=false``), or with
+        ``subsets=true`` a random subset whose size is uniform on 1..P, so that any combination a user
+        gives at sampling time was seen in training."""
+        P = len(self.properties)
+        keep = torch.rand(G, 1, device=device) >= self.p_uncond
+        if not self.subsets or P == 1:
+            return keep.expand(G, P)
+        k = torch.randint(1, P + 1, (G, 1), device=device)
+        rank = torch.rand(G, P, device=device).argsort(dim=1).argsort(dim=1)  # a random permutation per row
+        return keep & (rank < k)
 
     def _step(self, batch, stage: str) -> torch.Tensor:
-        props, drop = self._props_for(batch)
-        losses = self.diffusion.loss(self.denoiser_fn(props, drop), batch)
+        props = self._props_for(batch)
+        losses = self.diffusion.loss(self.denoiser_fn(props), batch)
         # the finiteness check reads the loss on the host: on a GPU that waits for the step, so in training it
         # runs every `nan_check_every` steps (a NaN poisons the weights for good, so it is still caught, and
         # `on_save_checkpoint` refuses to write non-finite weights in between)
@@ -124,37 +181,6 @@ class DiffusionModule(L.LightningModule):
         with torch.random.fork_rng(devices=devices):
             torch.manual_seed(1000 + batch_idx)
             self._step(batch, "val")
-
-    def configure_optimizers(self):
-        c = self.optim_cfg
-        opt = torch.optim.AdamW(self.parameters(), lr=c["lr"], weight_decay=c["weight_decay"], betas=tuple(c["betas"]), amsgrad=True)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self.lr_factor(step))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
-
-    def budget_progress(self, step: int) -> float:
-        """Fraction of the training budget used at ``step``: the larger of ``step / total_steps`` and the run's
-        training time (all chunks, from ``ChunkTimer``) over ``total_minutes``. A resumed chunk therefore
-        continues the same schedule."""
-        c = self.optim_cfg
-        frac = 0.0
-        if c.get("total_steps"):
-            frac = step / float(c["total_steps"])
-        if c.get("total_minutes") and self._trainer is not None:
-            from moldiff.training.callbacks import ChunkTimer
-
-            timers = [cb for cb in self.trainer.callbacks if isinstance(cb, ChunkTimer)]
-            if timers:
-                frac = max(frac, timers[0].total_train_seconds() / (60.0 * float(c["total_minutes"])))
-        return min(frac, 1.0)
-
-    def lr_factor(self, step: int) -> float:
-        """Linear warm-up over ``warmup_steps``, then constant or cosine decay to ``min_lr_ratio``."""
-        c = self.optim_cfg
-        warm = min(1.0, (step + 1) / max(int(c["warmup_steps"]), 1))
-        if c["schedule"] == "constant":
-            return warm
-        lo = float(c["min_lr_ratio"])
-        return warm * (lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * self.budget_progress(step))))
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.net.parameters())

@@ -1,4 +1,4 @@
-"""``PropertyModule``: trains the equivariant property predictor used by the conditional evaluation."""
+"""``PropertyModule``: trains the E(3)-invariant property predictor used to score conditional generation."""
 
 from __future__ import annotations
 
@@ -12,48 +12,62 @@ import torch.nn.functional as F
 import moldiff
 from moldiff.data.vocab import Vocab
 from moldiff.models.property import PropertyPredictor
+from moldiff.training.module import BudgetScheduleMixin
 
 
 def atom_features(atom_types: torch.Tensor, charges: torch.Tensor, vocab: Vocab) -> torch.Tensor:
     return torch.cat([F.one_hot(atom_types, vocab.num_atom_types), F.one_hot(charges, vocab.num_charges)], -1).float()
 
 
-class PropertyModule(L.LightningModule):
-    """L1 regression of one normalised property; logs MAE in dataset units.
+class PropertyModule(BudgetScheduleMixin, L.LightningModule):
+    """Multi-task L1 regression of normalised properties (mean over properties); logs each MAE in dataset units.
 
     Args:
         model: ``PropertyPredictor`` sizes.
-        optim: ``lr``, ``weight_decay``.
-        dataset: ``name``, ``vocab``, ``statistics``.
-        prop: the property name.
+        optim: as for the denoiser (``BudgetScheduleMixin``).
+        dataset: ``name``, ``vocab``, ``statistics`` (``prop_mean``/``prop_std``), ``units``.
+        properties: the property names, in the order of the outputs.
     """
 
-    def __init__(self, model: dict[str, Any], optim: dict[str, Any], dataset: dict[str, Any], prop: str,
+    def __init__(self, model: dict[str, Any], optim: dict[str, Any], dataset: dict[str, Any], properties: list[str],
                  format_version: int = moldiff.CHECKPOINT_FORMAT) -> None:
         super().__init__()
         self.save_hyperparameters()
+        self.properties = list(properties)
+        if not self.properties:
+            raise ValueError("the property predictor needs at least one property")
         self.vocab = Vocab.from_dict(dataset["vocab"])
         st = dataset["statistics"]
-        self.mean, self.std = float(st["prop_mean"][prop]), float(max(st["prop_std"][prop], 1e-8))
+        self.register_buffer("mean", torch.tensor([float(st["prop_mean"][p]) for p in self.properties]), persistent=False)
+        self.register_buffer("std", torch.tensor([max(float(st["prop_std"][p]), 1e-8) for p in self.properties]),
+                             persistent=False)
         # the model group also holds the denoiser's settings (the experiment overrides only the sizes): keep the
         # predictor's own arguments
-        accepted = set(inspect.signature(PropertyPredictor.__init__).parameters) - {"self", "atom_in"}
+        accepted = set(inspect.signature(PropertyPredictor.__init__).parameters) - {"self", "atom_in", "num_outputs"}
         kw = {k: v for k, v in model.items() if k in accepted}
-        self.net = PropertyPredictor(self.vocab.num_atom_types + self.vocab.num_charges, **kw)
-        self.optim_cfg = {"lr": 5e-4, "weight_decay": 1e-12, **optim}
+        self.net = PropertyPredictor(self.vocab.num_atom_types + self.vocab.num_charges, num_outputs=len(self.properties), **kw)
+        self.optim_cfg = {**self.OPTIM_DEFAULTS, **optim}
+
+    @property
+    def units(self) -> dict[str, str]:
+        return dict(self.hparams["dataset"].get("units", {}))
 
     def predict_batch(self, batch) -> torch.Tensor:
-        """Predicted property in dataset units ``[G]``."""
+        """Predicted properties in dataset units ``[G, P]``."""
         h = atom_features(batch.atom_types, batch.charges, self.vocab)
         return self.net(batch.pos, h, batch.edge_index, batch.batch, batch.num_graphs) * self.std + self.mean
 
     def _step(self, batch, stage: str) -> torch.Tensor:
-        y = batch.y.view(-1).float()
+        y = batch.y.float().view(batch.num_graphs, -1)
         pred = self.predict_batch(batch)
-        loss = F.l1_loss((pred - self.mean) / self.std, (y - self.mean) / self.std)
-        self.log(f"{stage}/loss", loss, batch_size=batch.num_graphs, prog_bar=stage == "train", on_epoch=stage != "train")
-        self.log(f"{stage}/mae", (pred - y).abs().mean(), batch_size=batch.num_graphs, on_epoch=stage != "train",
-                 on_step=stage == "train", sync_dist=stage != "train")
+        loss = F.l1_loss(pred / self.std, y / self.std)
+        on_epoch = stage != "train"
+        self.log(f"{stage}/loss", loss, batch_size=batch.num_graphs, prog_bar=stage == "train", on_epoch=on_epoch,
+                 sync_dist=on_epoch)
+        mae = (pred - y).abs().mean(0)
+        for k, p in enumerate(self.properties):
+            self.log(f"{stage}/mae_{p}", mae[k], batch_size=batch.num_graphs, on_epoch=on_epoch, on_step=not on_epoch,
+                     sync_dist=on_epoch)
         return loss
 
     def training_step(self, batch, batch_idx):
@@ -62,18 +76,26 @@ class PropertyModule(L.LightningModule):
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")
 
-    def configure_optimizers(self):
-        opt = torch.optim.AdamW(self.parameters(), lr=self.optim_cfg["lr"], weight_decay=self.optim_cfg["weight_decay"])
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.trainer.max_steps if self.trainer.max_steps > 0 else 100000))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
+def load_property_module(path=None, device="cpu") -> PropertyModule:
+    """Load a predictor checkpoint or shipped predictor file (``weights_only=True``); ``None`` = the shipped
+    QM9 predictor."""
+    from moldiff.training.checkpoint import CheckpointError, pretrained_path
 
-def load_property_module(path, device="cpu") -> PropertyModule:
-    """Load a predictor checkpoint with ``weights_only=True``."""
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    hp = ck.get("hyper_parameters", {})
-    if "prop" not in hp:
-        raise ValueError(f"{path} is not a property-predictor checkpoint")
-    m = PropertyModule(**{k: hp[k] for k in ("model", "optim", "dataset", "prop")})
-    m.load_state_dict(ck["state_dict"])
+    path = pretrained_path("qm9_predictor") if path is None else path
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"predictor checkpoint {path} does not exist") from None
+    except Exception as exc:
+        raise CheckpointError(f"cannot read predictor checkpoint {path}: {exc}") from None
+    hp = ck.get("hyper_parameters", {}) if isinstance(ck, dict) else {}
+    if "properties" not in hp:
+        raise CheckpointError(f"{path} is not a moldiff property-predictor checkpoint")
+    m = PropertyModule(**{k: hp[k] for k in ("model", "optim", "dataset", "properties")})
+    state = ck["state_dict"]
+    try:
+        m.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"weights in {path} do not fit its predictor configuration: {exc}") from None
     return m.eval().to(device)

@@ -84,18 +84,41 @@ def test_zero_com_and_symmetric_bonds(graph_factory):
     assert torch.allclose(lb, lb[rev])
 
 
-def test_property_conditioning_changes_output_and_drop_uses_null(graph_factory):
+def test_property_conditioning_any_subset_and_nan_means_not_given(graph_factory):
     net = make_net(num_props=2)
+    torch.nn.init.normal_(net.prop[2].weight)  # starts at zero (a warm start begins as the unconditional model)
     b, h, e, t = inputs(graph_factory)
-    p1 = torch.zeros(b.num_graphs, 2, dtype=torch.float64)
-    p2 = torch.ones(b.num_graphs, 2, dtype=torch.float64)
-    o1 = net(b.pos, h, b.edge_index, e, b.batch, t, b.num_graphs, props=p1)
-    o2 = net(b.pos, h, b.edge_index, e, b.batch, t, b.num_graphs, props=p2)
-    assert not torch.allclose(o1[1], o2[1])
-    drop = torch.ones(b.num_graphs, dtype=torch.bool)
-    d1 = net(b.pos, h, b.edge_index, e, b.batch, t, b.num_graphs, props=p1, drop=drop)
-    d2 = net(b.pos, h, b.edge_index, e, b.batch, t, b.num_graphs, props=None)
-    assert torch.allclose(d1[1], d2[1])
+    G = b.num_graphs
+
+    def run(p):
+        return net(b.pos, h, b.edge_index, e, b.batch, t, G, props=p)[1]
+
+    nan = float("nan")
+    p1 = torch.zeros(G, 2, dtype=torch.float64)
+    p2 = torch.ones(G, 2, dtype=torch.float64)
+    assert not torch.allclose(run(p1), run(p2))
+    # all NaN is the unconditional (guidance null) input, the same as no properties at all
+    assert torch.allclose(run(torch.full((G, 2), nan, dtype=torch.float64)), run(None))
+    # a not-given property's value does not matter; a given one does
+    first_only = torch.tensor([[0.5, nan]] * G, dtype=torch.float64)
+    assert torch.equal(run(first_only), run(torch.tensor([[0.5, nan]] * G, dtype=torch.float64)))
+    assert not torch.allclose(run(first_only), run(torch.tensor([[0.5, 0.0]] * G, dtype=torch.float64)))
+    assert not torch.allclose(run(first_only), run(torch.tensor([[nan, 0.5]] * G, dtype=torch.float64)))
+    assert torch.isfinite(run(first_only)).all()
+
+
+def test_fresh_property_layers_leave_the_unconditional_output_unchanged(graph_factory):
+    torch.manual_seed(0)
+    base = make_net(num_props=0)
+    torch.manual_seed(0)
+    cond = make_net(num_props=3)
+    state = {k: v for k, v in cond.state_dict().items() if k.startswith("prop.")}
+    cond.load_state_dict({**base.state_dict(), **state})
+    b, h, e, t = inputs(graph_factory)
+    p = torch.randn(b.num_graphs, 3, dtype=torch.float64)
+    for a, c in zip(base(b.pos, h, b.edge_index, e, b.batch, t, b.num_graphs),
+                    cond(b.pos, h, b.edge_index, e, b.batch, t, b.num_graphs, props=p)):
+        assert torch.allclose(a, c)
 
 
 def test_float32_rotation_tolerance(graph_factory):

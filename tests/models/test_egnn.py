@@ -106,3 +106,40 @@ def test_runs_through_sampler_and_loss():
     loss = diffusion.loss(net.train(), b)["loss"]
     loss.backward()
     assert torch.isfinite(loss) and net.embedding.weight.grad is not None
+
+
+def test_property_predictor_is_e3_and_permutation_invariant(graph_factory):
+    """Rotations, reflections, translations and atom permutations leave every predicted property unchanged."""
+    from torch_geometric.data import Batch
+
+    from moldiff.data.graph import make_data
+    from moldiff.models.property import PropertyPredictor
+    from moldiff.utils.geometry import random_rotation
+
+    torch.manual_seed(0)
+    net = PropertyPredictor(8, num_scalars=16, num_vectors=4, edge_dim=8, num_layers=2, num_rbf=8, num_outputs=3).double().eval()
+    b = graph_factory(num_graphs=2, lo=4, hi=7, dtype=torch.float64, seed=3)
+    feat = torch.randn(b.num_nodes, 8, dtype=torch.float64)
+
+    def run(pos, feat, batch):
+        return net(pos, feat, batch.edge_index, batch.batch, batch.num_graphs)
+
+    y = run(b.pos, feat, b)
+    assert y.shape == (2, 3)
+    for reflect in (False, True):
+        R = random_rotation(torch.Generator().manual_seed(11), dtype=torch.float64, reflect=reflect)
+        moved = b.pos @ R.T + torch.tensor([3.0, -1.0, 0.5], dtype=torch.float64)
+        assert torch.allclose(run(moved, feat, b), y, atol=1e-10)
+    # permute the atoms inside each molecule (rebuilding the graphs in the new order)
+    g = torch.Generator().manual_seed(2)
+    datas, feats = [], []
+    for k in range(b.num_graphs):
+        idx = torch.arange(b.ptr[k], b.ptr[k + 1])
+        perm = idx[torch.randperm(len(idx), generator=g)]
+        empty = torch.zeros(0, dtype=torch.long)
+        d = make_data(b.pos[perm], b.atom_types[perm], b.charges[perm], empty, empty, empty)
+        d.pos = b.pos[perm]
+        datas.append(d)
+        feats.append(feat[perm])
+    pb = Batch.from_data_list(datas)
+    assert torch.allclose(run(pb.pos, torch.cat(feats), pb), y, atol=1e-10)

@@ -1,46 +1,95 @@
-"""Property predictor (task=property) and the conditional evaluation script, end to end on tiny data."""
+"""Multi-property conditional generation end to end on tiny data: the multi-task predictor (task=property),
+a generator trained on property subsets, the conditional evaluation script, conditional sampling with any
+subset of targets, and ``moldiff-evaluate predict=true``."""
 
 import json
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import REPO, TINY_TRAIN, run_cli
+from tests.conftest import TINY_TRAIN, run_cli, run_script
 
 pytestmark = pytest.mark.qm9
 
+PRED_SIZES = ["model.num_layers=1", "model.num_scalars=16", "model.num_vectors=4", "model.edge_dim=8", "model.num_rbf=8"]
 
-def test_predictor_and_eval_conditional(data_root, tmp_path):
+
+@pytest.fixture(scope="module")
+def trained(data_root, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("cond")
     common = [o for o in TINY_TRAIN if not o.startswith("model=")] + [f"data.root={data_root}"]
-    run_cli("train", *common, "experiment=qm9_property_predictor", "property=gap", "trainer=cpu",
-            "model.num_layers=1", "model.num_scalars=16", "model.num_vectors=4", "model.edge_dim=8", "model.num_rbf=8",
-            f"run_dir={tmp_path / 'pred'}")
-    run_cli("train", *common, "model=tiny", "conditioning.properties=[gap]", "data.train_split=train_b",
-            f"run_dir={tmp_path / 'gen'}")
-    pred = tmp_path / "pred" / "checkpoints" / "last.ckpt"
-    gen = tmp_path / "gen" / "checkpoints" / "last.ckpt"
-    assert torch.load(pred, weights_only=True)["hyper_parameters"]["prop"] == "gap"
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "scripts" / "eval_conditional.py"), "--generator", str(gen), "--predictor", str(pred),
-         "--n", "6", "--steps", "2", "--batch-size", "3", "--guidance", "2", "--data-root", str(data_root),
-         "--dataset", "qm9_first300"],
-        capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    res = json.loads(proc.stdout.strip().splitlines()[-1])
-    for k in ("mae_moldiff", "mae_shuffled", "mae_n_atoms", "mae_data"):
-        assert res[k] >= 0
-    assert res["unit"] == "meV"
-    # conditional sampling through the CLI with a target in dataset units
-    out = tmp_path / "gap.sdf"
-    run_cli("sample", f"ckpt={gen}", "n_samples=2", "steps=2", "conditioning.gap=6000", "guidance_scale=2.0",
-            f"out={out}", "progress=false")
+    run_cli("train", *common, "experiment=qm9_property_predictor", "properties=[gap,mu]", "trainer=cpu",
+            "optim.total_minutes=null", *PRED_SIZES, f"run_dir={tmp / 'pred'}")
+    run_cli("train", *common, "model=tiny", "conditioning.properties=[gap,mu]", "conditioning.subsets=true",
+            "data.train_split=train_b", f"run_dir={tmp / 'gen'}")
+    return tmp, data_root, tmp / "pred" / "checkpoints" / "last.ckpt", tmp / "gen" / "checkpoints" / "last.ckpt"
+
+
+def test_checkpoints_record_properties_units_and_ranges(trained):
+    _, _, pred, gen = trained
+    hp = torch.load(pred, weights_only=True)["hyper_parameters"]
+    assert hp["properties"] == ["gap", "mu"] and hp["dataset"]["units"] == {"gap": "meV", "mu": "D"}
+    cond = torch.load(gen, weights_only=True)["hyper_parameters"]["conditioning"]
+    assert cond["subsets"] is True and cond["units"]["gap"] == "meV"
+    lo, hi = cond["range"]["gap"]
+    assert 0 < lo < hi
+
+
+def test_eval_conditional_rows_and_joint(trained):
+    tmp, data_root, pred, gen = trained
+    common = ["--generator", str(gen), "--predictor", str(pred), "--n", "6", "--steps", "2", "--batch-size", "3",
+              "--data-root", str(data_root), "--dataset", "qm9_first300"]
+    out = tmp / "cond.json"
+    run_script("eval_conditional.py", *common, "--guidance", "0", "2", "--json", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["properties"], r["guidance_scale"]) for r in rows] == [(["gap"], 0), (["gap"], 2), (["mu"], 0), (["mu"], 2)]
+    r = rows[0]
+    assert r["n"] == 6 and 0 <= r["strict_mol_stability"] <= 1
+    b = r["baselines"]["gap"]
+    # the predictor's error on real molecules is not the shuffled-label error
+    assert b["data"] != pytest.approx(b["shuffled"])
+    # a rerun with the same settings reuses the finished rows
+    again = run_script("eval_conditional.py", *common, "--guidance", "0", "2", "--json", str(out))
+    assert not any(line.startswith('{"key"') for line in again.stdout.splitlines())
+    joint = tmp / "joint.json"
+    run_script("eval_conditional.py", *common, "--joint", "gap", "mu", "--json", str(joint))
+    (row,) = json.loads(joint.read_text())["rows"]
+    assert set(row["mae"]) == {"gap", "mu"}
+
+
+def test_sampling_with_a_subset_of_targets_and_predicting_them(trained):
+    tmp, data_root, pred, gen = trained
+    out = tmp / "gap.sdf"
+    proc = run_cli("sample", f"ckpt={gen}", "n_samples=3", "steps=2", "conditioning.gap=6000", "guidance_scale=2.0",
+                   f"out={out}", "progress=false")
     text = out.read_text()
-    assert "target_gap" in text and "6000.0" in text
-    csv = tmp_path / "t.csv"
-    csv.write_text("gap\n5000\n7000\n")
+    assert "target_gap" in text and "6000.0" in text and "target_mu" not in text
+    # a target far outside the training range is sampled, with a warning naming the range and unit
+    far = run_cli("sample", f"ckpt={gen}", "n_samples=1", "steps=2", "conditioning.gap=1", f"out={tmp / 'far.sdf'}",
+                  "progress=false")
+    assert "outside the training range" in far.stderr + far.stdout and "meV" in far.stderr + far.stdout
+    assert "outside" not in proc.stderr + proc.stdout
+    csv = tmp / "t.csv"
+    csv.write_text("mu,gap\n2.5,\n,7000\n")
     run_cli("sample", f"ckpt={gen}", "n_samples=2", "steps=2", f"conditioning.targets_csv={csv}", f"out={out}",
             "progress=false", "resume=false")
-    assert "7000.0" in out.read_text()
+    text = out.read_text()
+    assert "7000.0" in text and "2.5" in text
+    js = tmp / "m.json"
+    run_cli("evaluate", f"input={out}", "reference=null", "predict=true", f"predictor={pred}", f"json={js}")
+    res = json.loads(js.read_text())["predicted_properties"]
+    assert res["n_predicted"] == 2 and res["properties_order"] == ["gap", "mu"]
+    assert res["properties"]["gap"]["n_targets"] == 1 and res["properties"]["mu"]["n_targets"] == 1
+    assert res["properties"]["gap"]["mae_vs_target"] == pytest.approx(abs(res["values"][1][0] - 7000), rel=1e-4)
+
+
+def test_bad_targets_are_one_line_errors(trained):
+    tmp, _, _, gen = trained
+    bad = run_cli("sample", f"ckpt={gen}", "n_samples=1", "steps=2", "conditioning.homo=1", f"out={tmp / 'x.sdf'}",
+                  check=False)
+    assert bad.returncode == 2 and "does not condition on ['homo']" in bad.stderr
+    csv = tmp / "bad.csv"
+    csv.write_text("gap\n6000\nabc\n")
+    bad = run_cli("sample", f"ckpt={gen}", "n_samples=1", "steps=2", f"conditioning.targets_csv={csv}",
+                  f"out={tmp / 'x.sdf'}", check=False)
+    assert bad.returncode == 2 and "line 3, column gap" in bad.stderr

@@ -332,3 +332,24 @@ def test_non_numeric_settings_are_one_line_errors(data_root, tmp_path, override)
     key = override.split("=")[0]
     error = [ln for ln in proc.stderr.splitlines() if ln.startswith("error:")]
     assert len(error) == 1 and key in error[0] and "Error in call to target" not in proc.stderr, proc.stderr[-3000:]
+
+
+@pytest.mark.parametrize("subsets", [False, True])
+def test_conditioning_masks_in_training(data_root, subsets):
+    """p_uncond of the molecules get no property; with subsets, the number given is uniform on 1..P."""
+    module = make_module(load_cache("qm9_first300", data_root), props=["alpha", "gap", "mu"])
+    module.p_uncond, module.subsets = 0.2, subsets
+    torch.manual_seed(0)
+    mask = module.given_mask(30_000, "cpu")
+    k = mask.sum(1)
+    assert (k == 0).float().mean().item() == pytest.approx(0.2, abs=0.01)
+    if subsets:
+        for n in (1, 2, 3):
+            assert (k == n).float().mean().item() == pytest.approx(0.8 / 3, abs=0.015)
+        # every property is given equally often
+        assert torch.allclose(mask.float().mean(0), torch.full((3,), 0.8 * 2 / 3), atol=0.015)
+    else:
+        assert set(k.unique().tolist()) == {0, 3}
+    # the ranges the sampler warns with are those of the training split
+    lo, hi = module.hparams["conditioning"]["range"]["gap"]
+    assert lo < module.statistics["prop_mean"]["gap"] < hi
