@@ -37,6 +37,7 @@ import platform
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -297,7 +298,13 @@ def run_sweep(diffusion, net, device, steps_list, batch_sizes, atoms_list, budge
     return rows
 
 
-def main(argv: list[str] | None = None) -> dict:
+def log(*x) -> None:
+    """Print and flush (progress lines of a long run)."""
+    print(*x, flush=True)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command-line flags of this script."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--device", default="auto", help="cpu | cuda | auto (default)")
     p.add_argument("--quick", action="store_true", help="small sweep, baseline extrapolated from a few steps (< 2 min on CPU)")
@@ -321,15 +328,31 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU)")
     p.add_argument("--note", default="", help="free text copied into the JSON (e.g. 'cores shared with a training job')")
     p.add_argument("--json-out", default=None, help="also write the JSON object to this file")
-    a = p.parse_args(argv)
+    return p
 
-    device = resolve_device(a.device)
-    thread_info = configure_threads(a.threads, device)
-    gpu = device.type == "cuda"
-    log = lambda *x: print(*x, flush=True)  # noqa: E731
-    preset = a.ours_preset or ("large" if gpu else "small")
-    if a.smoke:
-        a.quick = True
+
+@dataclass
+class BenchSizes:
+    """What one run measures: the sweep grid, the side-by-side size and the step counts."""
+
+    sweep_steps: list[int]
+    batch_sizes: list[int]
+    atoms_list: list[int]
+    budget: float
+    n_mol: int
+    bs_cmp: int
+    steps: int
+    base_steps: int
+    target: int
+
+    @property
+    def n_batches(self) -> int:
+        """Batches in the side-by-side."""
+        return math.ceil(self.n_mol / self.bs_cmp)
+
+
+def bench_sizes(a: argparse.Namespace, gpu: bool) -> BenchSizes:
+    """The sizes of a ``--smoke``, ``--quick`` or full run on this device, explicit flags taking precedence."""
     if a.smoke:
         sweep_steps, batch_sizes, atoms_list, budget = [2], [2], [8], 5.0
         n_mol, bs_cmp, steps, base_steps, target = 2, 2, 2, 2, 2
@@ -345,13 +368,99 @@ def main(argv: list[str] | None = None) -> dict:
         budget = 60.0 if not gpu else 120.0
         n_mol, bs_cmp, steps = (64 if not gpu else 1024), (64 if not gpu else 256), a.steps
         base_steps, target = a.baseline_target_steps, a.baseline_target_steps
-    sweep_steps = a.sweep_steps or sweep_steps
-    batch_sizes = a.batch_sizes or batch_sizes
-    atoms_list = a.num_atoms or atoms_list
-    budget = a.row_budget if a.row_budget is not None else budget
-    n_mol = a.n_molecules or n_mol
-    bs_cmp = a.batch_size or bs_cmp
-    base_steps = min(a.baseline_steps or base_steps, target)
+    return BenchSizes(
+        sweep_steps=a.sweep_steps or sweep_steps,
+        batch_sizes=a.batch_sizes or batch_sizes,
+        atoms_list=a.num_atoms or atoms_list,
+        budget=a.row_budget if a.row_budget is not None else budget,
+        n_mol=a.n_molecules or n_mol,
+        bs_cmp=a.batch_size or bs_cmp,
+        steps=steps,
+        base_steps=min(a.baseline_steps or base_steps, target),
+        target=target,
+    )
+
+
+def sweep_part(diffusion, net, label: str, device: torch.device, sizes: BenchSizes, sampler: str, seed: int) -> list[dict]:
+    """Part 1: run the sweep and print its table."""
+    log(f"## sweep: ours ({label}), {sampler}, fixed atoms per molecule, one batch per row "
+        f"(rows over {sizes.budget:g}s extrapolated from per-step cost)")
+    sweep = run_sweep(diffusion, net, device, sizes.sweep_steps, sizes.batch_sizes, sizes.atoms_list, sizes.budget,
+                      seed, log)
+    log(fmt_table(
+        [{**r, "x": "~" if r.get("extrapolated") else ""} for r in sweep],
+        [("atoms", "atoms", ""), ("batch_size", "batch", ""), ("steps", "steps", ""), ("mols_per_s", "mol/s", ".3f"),
+         ("ms_per_step", "ms/step", ".2f"), ("time_s", "time s", ".2f"), ("peak_mem_mb", "peak MB", ".0f"), ("x", "", "")],
+    ))
+    return sweep
+
+
+def time_ours(diffusion, net, label: str, num_atoms: torch.Tensor, sizes: BenchSizes, device: torch.device,
+              sampler: str, seed: int, stats_src: str) -> tuple[dict, float]:
+    """Part 2, our side: time our model on ``num_atoms``, then the sampling loop alone (``NullDenoiser``).
+
+    Returns:
+        ``(timing of ours, loop overhead in ms per step)``.
+    """
+    n_mol, bs_cmp, steps, n_batches = sizes.n_mol, sizes.bs_cmp, sizes.steps, sizes.n_batches
+    log(f"## side by side: {n_mol} molecules (atoms drawn from the {stats_src} histogram, mean "
+        f"{num_atoms.float().mean():.1f}), batch {bs_cmp}")
+    time_sampling(diffusion, net, num_atoms[:bs_cmp], min(2, steps), bs_cmp, device, seed)  # warm-up
+    ours = time_sampling(diffusion, net, num_atoms, steps, bs_cmp, device, seed, sampler=sampler)
+    log(f"  ours ({label}, {steps} steps): {ours['time_s']:.3f} s, {n_mol / ours['time_s']:.3f} mol/s, "
+        f"{1000 * ours['time_s'] / (steps * n_batches):.2f} ms/step/batch")
+    null = time_sampling(diffusion, NullDenoiser(diffusion), num_atoms[:bs_cmp], min(steps, 20), bs_cmp, device, seed)
+    return ours, 1000 * null["time_s"] / min(steps, 20)
+
+
+def time_baseline(diffusion, num_atoms: torch.Tensor, sizes: BenchSizes, device: torch.device, seed: int,
+                  ours: dict, gpu: bool) -> dict:
+    """Part 2, the baseline side: time ``EGNNBaseline`` at the target step count (extrapolated when it runs
+    fewer steps); returns its result entries, speedups included."""
+    n_mol, bs_cmp, steps, n_batches = sizes.n_mol, sizes.bs_cmp, sizes.steps, sizes.n_batches
+    base_steps, target = sizes.base_steps, sizes.target
+    base = EGNNBaseline.for_diffusion(diffusion).to(device).eval()
+    time_sampling(diffusion, base, num_atoms[:bs_cmp], min(2, base_steps), bs_cmp, device, seed)  # warm-up
+    extrap = base_steps < target
+    if extrap:
+        # one stamped batch; per-step cost is constant, so time(target) = setup + target x step + tail
+        r = time_sampling(diffusion, base, num_atoms[:bs_cmp], base_steps, bs_cmp, device, seed, stamps=True)
+        scale = n_mol / min(bs_cmp, n_mol)
+        btime = extrapolate(r, target, 1, 1) * scale
+        bcpu = extrapolate(r, target, 1, 1, prefix="cpu_") * scale
+    else:
+        r = time_sampling(diffusion, base, num_atoms, target, bs_cmp, device, seed)
+        btime, bcpu = r["time_s"], r["cpu_s"]
+    result = {
+        "baseline": "EGNNBaseline (EDM config: 9 layers x 256, attention, tanh coords)",
+        "baseline_params": num_params(base), "baseline_steps": target, "baseline_steps_run": base_steps,
+        "baseline_extrapolated": extrap, "baseline_time_s": round(btime, 4),
+        "baseline_mols_per_s": round(n_mol / btime, 5),
+        "baseline_ms_per_step": round(1000 * btime / (target * n_batches), 3),
+        "baseline_peak_mem_mb": r["peak_mem_mb"],
+        "speedup_vs_edm_config": round(btime / ours["time_s"], 2),
+        # on a CPU shared with other jobs the process-CPU-time ratio is the steadier one
+        "speedup_vs_edm_config_cpu_time": round(bcpu / ours["cpu_s"], 2) if not gpu else None,
+        "per_step_speedup": round((btime / target) / (ours["time_s"] / steps), 2),
+    }
+    log(f"  baseline (EDM config, {target} steps{', extrapolated from ' + str(base_steps) if extrap else ''}): "
+        f"{btime:.2f} s, {n_mol / btime:.4f} mol/s, {result['baseline_ms_per_step']:.2f} ms/step/batch")
+    log(f"  speedup = baseline_time / ours_time = {result['speedup_vs_edm_config']:.2f}x "
+        f"(per step: {result['per_step_speedup']:.2f}x; steps: {target}/{steps})"
+        + (f"; in process CPU time: {result['speedup_vs_edm_config_cpu_time']:.2f}x" if not gpu else ""))
+    return result
+
+
+def main(argv: list[str] | None = None) -> dict:
+    """Run the benchmark with the command-line flags ``argv``; prints and returns the JSON result."""
+    a = build_parser().parse_args(argv)
+    device = resolve_device(a.device)
+    thread_info = configure_threads(a.threads, device)
+    gpu = device.type == "cuda"
+    preset = a.ours_preset or ("large" if gpu else "small")
+    if a.smoke:
+        a.quick = True
+    sizes = bench_sizes(a, gpu)
 
     torch.manual_seed(a.seed)
     vocab, stats, stats_src = load_statistics(a.dataset)
@@ -361,31 +470,11 @@ def main(argv: list[str] | None = None) -> dict:
     log(f"# bench_sampling  device={device} ({device_name(device)})  torch={torch.__version__}  "
         f"ours={label} ({num_params(net):,} params)  statistics: {stats_src}")
     t_start = time.perf_counter()
+    sweep = [] if a.no_sweep else sweep_part(diffusion, net, label, device, sizes, a.sampler, a.seed)
 
-    sweep = []
-    if not a.no_sweep:
-        log(f"## sweep: ours ({label}), {a.sampler}, fixed atoms per molecule, one batch per row "
-            f"(rows over {budget:g}s extrapolated from per-step cost)")
-        sweep = run_sweep(diffusion, net, device, sweep_steps, batch_sizes, atoms_list, budget, a.seed, log)
-        log(fmt_table(
-            [{**r, "x": "~" if r.get("extrapolated") else ""} for r in sweep],
-            [("atoms", "atoms", ""), ("batch_size", "batch", ""), ("steps", "steps", ""), ("mols_per_s", "mol/s", ".3f"),
-             ("ms_per_step", "ms/step", ".2f"), ("time_s", "time s", ".2f"), ("peak_mem_mb", "peak MB", ".0f"), ("x", "", "")],
-        ))
-
-    # ---- side by side
-    num_atoms = draw_num_atoms(stats, n_mol, a.seed)
-    n_batches = math.ceil(n_mol / bs_cmp)
-    log(f"## side by side: {n_mol} molecules (atoms drawn from the {stats_src} histogram, mean "
-        f"{num_atoms.float().mean():.1f}), batch {bs_cmp}")
-    time_sampling(diffusion, net, num_atoms[:bs_cmp], min(2, steps), bs_cmp, device, a.seed)  # warm-up
-    ours = time_sampling(diffusion, net, num_atoms, steps, bs_cmp, device, a.seed, sampler=a.sampler)
-    log(f"  ours ({label}, {steps} steps): {ours['time_s']:.3f} s, {n_mol / ours['time_s']:.3f} mol/s, "
-        f"{1000 * ours['time_s'] / (steps * n_batches):.2f} ms/step/batch")
-
-    null = time_sampling(diffusion, NullDenoiser(diffusion), num_atoms[:bs_cmp], min(steps, 20), bs_cmp, device, a.seed)
-    loop_ms = 1000 * null["time_s"] / min(steps, 20)
-
+    num_atoms = draw_num_atoms(stats, sizes.n_mol, a.seed)
+    n_mol, bs_cmp, steps, n_batches = sizes.n_mol, sizes.bs_cmp, sizes.steps, sizes.n_batches
+    ours, loop_ms = time_ours(diffusion, net, label, num_atoms, sizes, device, a.sampler, a.seed, stats_src)
     result = {
         "device": str(device), "device_name": device_name(device), "torch": torch.__version__,
         **thread_info, "preset": label, "ours_params": num_params(net), "sampler": a.sampler,
@@ -396,41 +485,10 @@ def main(argv: list[str] | None = None) -> dict:
         "ours_peak_mem_mb": ours["peak_mem_mb"], "loop_overhead_ms_per_step": round(loop_ms, 3),
     }
     if not a.no_baseline:
-        base = EGNNBaseline.for_diffusion(diffusion).to(device).eval()
-        time_sampling(diffusion, base, num_atoms[:bs_cmp], min(2, base_steps), bs_cmp, device, a.seed)  # warm-up
-        extrap = base_steps < target
-        if extrap:
-            # one stamped batch; per-step cost is constant, so time(target) = setup + target x step + tail
-            r = time_sampling(diffusion, base, num_atoms[:bs_cmp], base_steps, bs_cmp, device, a.seed, stamps=True)
-            scale = n_mol / min(bs_cmp, n_mol)
-            btime = extrapolate(r, target, 1, 1) * scale
-            bcpu = extrapolate(r, target, 1, 1, prefix="cpu_") * scale
-        else:
-            r = time_sampling(diffusion, base, num_atoms, target, bs_cmp, device, a.seed)
-            btime, bcpu = r["time_s"], r["cpu_s"]
-        result.update({
-            "baseline": "EGNNBaseline (EDM config: 9 layers x 256, attention, tanh coords)",
-            "baseline_params": num_params(base), "baseline_steps": target, "baseline_steps_run": base_steps,
-            "baseline_extrapolated": extrap, "baseline_time_s": round(btime, 4),
-            "baseline_mols_per_s": round(n_mol / btime, 5),
-            "baseline_ms_per_step": round(1000 * btime / (target * n_batches), 3),
-            "baseline_peak_mem_mb": r["peak_mem_mb"],
-            "speedup_vs_edm_config": round(btime / ours["time_s"], 2),
-            # on a CPU shared with other jobs the process-CPU-time ratio is the steadier one
-            "speedup_vs_edm_config_cpu_time": round(bcpu / ours["cpu_s"], 2) if not gpu else None,
-            "per_step_speedup": round((btime / target) / (ours["time_s"] / steps), 2),
-        })
-        log(f"  baseline (EDM config, {target} steps{', extrapolated from ' + str(base_steps) if extrap else ''}): "
-            f"{btime:.2f} s, {n_mol / btime:.4f} mol/s, {result['baseline_ms_per_step']:.2f} ms/step/batch")
-        log(f"  speedup = baseline_time / ours_time = {result['speedup_vs_edm_config']:.2f}x "
-            f"(per step: {result['per_step_speedup']:.2f}x; steps: {target}/{steps})"
-            + (f"; in process CPU time: {result['speedup_vs_edm_config_cpu_time']:.2f}x" if not gpu else ""))
+        result.update(time_baseline(diffusion, num_atoms, sizes, device, a.seed, ours, gpu))
     else:
         result["speedup_vs_edm_config"] = None
-    result["sweep"] = sweep
-    result["smoke"] = bool(a.smoke)
-    result["quick"] = bool(a.quick)
-    result["note"] = a.note
+    result.update(sweep=sweep, smoke=bool(a.smoke), quick=bool(a.quick), note=a.note)
     result["wall_s"] = round(time.perf_counter() - t_start, 2)
     return emit_result(result, a.json_out)
 

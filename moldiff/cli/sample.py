@@ -196,6 +196,9 @@ def check_decode_relax(cfg: DictConfig) -> None:
             raise ValueError(f"decode_time_limit must be > 0 seconds, got {cfg.decode_time_limit}")
         if cfg.decode_max_bond_length is not None and not cfg.decode_max_bond_length > 0:
             raise ValueError(f"decode_max_bond_length must be > 0 Angstrom or null, got {cfg.decode_max_bond_length}")
+        widen = cfg.get("decode_widen_bond_length")
+        if widen is not None and (isinstance(widen, bool) or not isinstance(widen, (int, float)) or not widen > 0):
+            raise ValueError(f"decode_widen_bond_length must be > 0 Angstrom or null, got {widen}")
         if not _sampler_gives_probabilities():
             raise ValueError("decode=map needs the last step's probabilities, which this sampler does not return")
 
@@ -207,7 +210,9 @@ def decode_settings(cfg: DictConfig) -> dict:
         out["decode_options"] = {"time_limit": float(cfg.decode_time_limit), "connected": bool(cfg.decode_connected),
                                  "min_bond_prob": float(cfg.decode_min_bond_prob),
                                  "max_bond_length": None if cfg.decode_max_bond_length is None
-                                 else float(cfg.decode_max_bond_length)}
+                                 else float(cfg.decode_max_bond_length),
+                                 "widen_bond_length": None if cfg.get("decode_widen_bond_length") is None
+                                 else float(cfg.decode_widen_bond_length)}
     out["relax"] = cfg.relax
     if cfg.relax != "none":
         out["relax_max_iters"] = int(cfg.relax_max_iters)
@@ -246,7 +251,8 @@ def map_decode_output(out: Batch, cfg: DictConfig, model: LoadedModel,
     out, results = map_decode_batch(
         out, v.elements, v.charges, ALLOWED_VALENCES, connected=bool(cfg.decode_connected),
         time_limit=float(cfg.decode_time_limit), min_bond_prob=float(cfg.decode_min_bond_prob),
-        max_bond_length=None if cfg.decode_max_bond_length is None else float(cfg.decode_max_bond_length))
+        max_bond_length=None if cfg.decode_max_bond_length is None else float(cfg.decode_max_bond_length),
+        widen_bond_length=None if cfg.get("decode_widen_bond_length") is None else float(cfg.decode_widen_bond_length))
     return out, [r.status for r in results]
 
 

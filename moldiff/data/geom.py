@@ -203,6 +203,78 @@ def _read_summary(summary: Path, limit: int | None) -> list[tuple[str, str | Non
     return out
 
 
+def _new_report(source: dict[str, Any]) -> dict[str, Any]:
+    """A GEOM build report with every count at zero."""
+    return {
+        "source": source, "input_molecules": 0, "kept_molecules": 0, "kept_conformers": 0,
+        "no_pickle_path": 0, "missing_pickles": 0, "bad_pickles": 0, "no_conformers": 0,
+        "dropped_conformers": 0, "smiles_disagree_conformers": 0, "problem_files": [],
+    }
+
+
+def _count_problem(res: dict[str, Any], report: dict[str, Any], strict: bool) -> None:
+    """Count a molecule whose pickle gave nothing, and list its file (``strict``: raise, naming the file)."""
+    status = res["status"]
+    if status == "no_pickle_path":
+        report["no_pickle_path"] += 1
+        return
+    if status == "missing":
+        if strict:
+            raise FileNotFoundError(f"GEOM: pickle not found: {res['file']} (molecule {res['smiles']})")
+        report["missing_pickles"] += 1
+    elif status == "bad":
+        if strict:
+            raise ValueError(f"GEOM: cannot read pickle {res['file']}: {res['error']}")
+        report["bad_pickles"] += 1
+    elif status == "no_conformers":
+        if strict:
+            raise ValueError(f"GEOM: pickle {res['file']} has no conformers")
+        report["no_conformers"] += 1
+    if len(report["problem_files"]) < 100:
+        detail = f" ({res['error']})" if res["error"] else ""
+        report["problem_files"].append(f"{status}: {res['file']}{detail}")
+
+
+def _add_conformers(res: dict[str, Any], writer: FoundVocabWriter, groups: list[str], report: dict[str, Any]) -> None:
+    """Write the kept conformers of one molecule (grouped under its SMILES) and count them."""
+    report["dropped_conformers"] += res["conf_errors"]
+    report["smiles_disagree_conformers"] += res["disagree"]
+    if not res["confs"]:
+        return
+    report["kept_molecules"] += 1
+    for k, (mol, smi, props) in enumerate(res["confs"]):
+        writer.add(mol, smi, props, key=f"{res['smiles']}#{k}")
+        groups.append(res["smiles"])
+    report["kept_conformers"] += len(res["confs"])
+
+
+def _write_molecules(
+    entries: Sequence[tuple[str, str | None]],
+    writer: FoundVocabWriter,
+    report: dict[str, Any],
+    n_conformers: int,
+    heavy_atoms_only: bool,
+    strict: bool,
+    workers: int,
+    progress: bool,
+) -> list[str]:
+    """Read the pickles of ``entries`` in ``workers`` processes into ``writer``, counting in ``report``.
+
+    Returns:
+        The molecule (summary SMILES) of each written conformer, for the split.
+    """
+    tasks: Iterable = ((smi, file, n_conformers, bool(heavy_atoms_only)) for smi, file in entries)
+    groups: list[str] = []
+    with worker_map(load_geom_molecule, tasks, workers, chunksize=8) as results:
+        for res in tqdm(results, total=len(entries), desc="geom: reading pickles", disable=not progress, mininterval=2):
+            report["input_molecules"] += 1
+            if res["status"] != "ok":
+                _count_problem(res, report, strict)
+                continue
+            _add_conformers(res, writer, groups, report)
+    return groups
+
+
 def prepare_geom(
     out: str | Path,
     path: str | os.PathLike,
@@ -241,49 +313,11 @@ def prepare_geom(
     options = geom_options(n_conformers, limit, split_fractions, seed, heavy_atoms_only, strict)
     source = source_fingerprint(options, summary)
     entries = _read_summary(summary, int(limit) if limit else None)
-    tasks: Iterable = ((smi, file, n_conformers, bool(heavy_atoms_only)) for smi, file in entries)
     units = {k: u for k, (_, u) in PROPERTIES.items()}
     writer = FoundVocabWriter(out, geom_cache_name(limit, n_conformers, heavy_atoms_only), RECIPE_VERSION,
                               list(PROPERTIES), units)
-    report: dict[str, Any] = {
-        "source": source, "input_molecules": 0, "kept_molecules": 0, "kept_conformers": 0,
-        "no_pickle_path": 0, "missing_pickles": 0, "bad_pickles": 0, "no_conformers": 0,
-        "dropped_conformers": 0, "smiles_disagree_conformers": 0, "problem_files": [],
-    }
-    groups: list[str] = []
-    with worker_map(load_geom_molecule, tasks, workers, chunksize=8) as results:
-        for res in tqdm(results, total=len(entries), desc="geom: reading pickles", disable=not progress, mininterval=2):
-            report["input_molecules"] += 1
-            status = res["status"]
-            if status == "missing":
-                if strict:
-                    raise FileNotFoundError(f"GEOM: pickle not found: {res['file']} (molecule {res['smiles']})")
-                report["missing_pickles"] += 1
-            elif status == "bad":
-                if strict:
-                    raise ValueError(f"GEOM: cannot read pickle {res['file']}: {res['error']}")
-                report["bad_pickles"] += 1
-            elif status == "no_conformers":
-                if strict:
-                    raise ValueError(f"GEOM: pickle {res['file']} has no conformers")
-                report["no_conformers"] += 1
-            elif status == "no_pickle_path":
-                report["no_pickle_path"] += 1
-                continue
-            if status != "ok":
-                if len(report["problem_files"]) < 100:
-                    detail = f" ({res['error']})" if res["error"] else ""
-                    report["problem_files"].append(f"{status}: {res['file']}{detail}")
-                continue
-            report["dropped_conformers"] += res["conf_errors"]
-            report["smiles_disagree_conformers"] += res["disagree"]
-            if not res["confs"]:
-                continue
-            report["kept_molecules"] += 1
-            for k, (mol, smi, props) in enumerate(res["confs"]):
-                writer.add(mol, smi, props, key=f"{res['smiles']}#{k}")
-                groups.append(res["smiles"])
-            report["kept_conformers"] += len(res["confs"])
+    report = _new_report(source)
+    groups = _write_molecules(entries, writer, report, n_conformers, heavy_atoms_only, strict, workers, progress)
     if len(writer) == 0:
         raise ValueError(f"GEOM: no usable conformers from {summary} ({report['input_molecules']} molecules read; "
                          f"{report['missing_pickles']} missing and {report['bad_pickles']} unreadable pickles)")

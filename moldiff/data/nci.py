@@ -189,43 +189,52 @@ def nci_sdf_path(out: str | Path) -> Path:
     return out.parent / "nci_sdf" / f"nci_first5k{suffix}.sdf"
 
 
-def prepare_nci(
-    out: str | Path,
-    limit: int | None = None,
-    n_conformers: int = 1,
-    workers: int = 2,
-    seed: int = 0,
-    split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
-    progress: bool = True,
-) -> MolCache:
-    """Embed RDKit's NCI SMILES into an SDF and build the cache at ``out`` from it.
-
-    Args:
-        out: cache folder (the SDF goes to ``<out's parent>/nci_sdf/``).
-        limit: stop after this many kept molecules (default: all usable).
-        n_conformers: conformers per molecule.
-        workers: embedding processes (the result does not depend on it).
-        seed: embedding and split seed.
-        split_fractions: ``[train, val, test]`` fractions of molecules.
-        progress: show progress bars.
-    """
-    t0 = time.time()
+def _checked_options(
+    n_conformers: int, limit: int | None, split_fractions: Sequence[float]
+) -> tuple[int, int | None]:
+    """``(n_conformers, limit)`` as integers (``limit`` None: no limit); raises ``ValueError`` on a bad option."""
     n_conformers = int(n_conformers)
     if n_conformers < 1:
         raise ValueError(f"NCI: n_conformers must be >= 1, got {n_conformers}")
     if limit is not None and int(limit) < 1:
         raise ValueError(f"NCI: limit must be a positive number of molecules or null, got {limit}")
     check_fractions(split_fractions)
-    limit = int(limit) if limit else None
-    src = nci_smiles_file()
-    lines = src.read_text().splitlines()
-    counts = {k: 0 for k in DROP_REASONS} | {"salts_stripped": 0}
-    candidates = list(select_candidates(lines, counts))
+    return n_conformers, int(limit) if limit else None
+
+
+def _embed_to_sdf(
+    candidates: Sequence[tuple[int, str, str]],
+    src: Path,
+    sdf_path: Path,
+    counts: dict[str, int],
+    limit: int | None,
+    n_conformers: int,
+    seed: int,
+    workers: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """Embed ``candidates`` in ``workers`` processes and write the kept molecules, in order, to ``sdf_path``.
+
+    Args:
+        candidates: ``(line number, nci id, SMILES)`` from :func:`select_candidates`.
+        src: the SMILES file they come from (named in the error).
+        sdf_path: the SDF written.
+        counts: receives the failures (``embedding_failed``, ``no_mmff_params``).
+        limit: stop after this many kept molecules (None: all).
+        n_conformers: conformers per molecule.
+        seed: embedding seed.
+        workers: embedding processes.
+        progress: show a progress bar.
+
+    Returns:
+        ``tried``, ``kept``, ``conformers``, ``not_converged`` and ``atoms`` (atoms of each kept molecule).
+
+    Raises:
+        ValueError: if no molecule could be embedded.
+    """
     tasks = ((ln, nid, smi, n_conformers, int(seed)) for ln, nid, smi in candidates)
-    workers = max(1, int(workers))
     kept = conformers = not_converged = tried = 0
     atoms: list[int] = []
-    sdf_path = nci_sdf_path(out)
     bar = tqdm(total=limit or len(candidates), desc="nci: embedding", disable=not progress, mininterval=2,
                unit="mol")
     try:
@@ -248,19 +257,34 @@ def prepare_nci(
                 raise ValueError(f"NCI: no molecule could be embedded from {src}")
     finally:
         bar.close()
-    embed_s = time.time() - t0
-    report = {
+    return {"tried": tried, "kept": kept, "conformers": conformers, "not_converged": not_converged, "atoms": atoms}
+
+
+def _nci_report(
+    src: Path,
+    lines: Sequence[str],
+    candidates: Sequence[tuple[int, str, str]],
+    counts: dict[str, int],
+    embedded: dict[str, Any],
+    sdf_path: Path,
+    embed_s: float,
+    workers: int,
+) -> dict[str, Any]:
+    """The build report's ``nci`` entry: what was read, dropped (and why), embedded and kept."""
+    import rdkit
+
+    return {
         "smiles_file": str(src),
         "input_smiles": sum(1 for ln in lines if ln.strip()),
         "candidates": len(candidates),
-        "embedded_tried": tried,
-        "not_tried_beyond_limit": len(candidates) - tried,
-        "kept_molecules": kept,
-        "conformers": conformers,
+        "embedded_tried": embedded["tried"],
+        "not_tried_beyond_limit": len(candidates) - embedded["tried"],
+        "kept_molecules": embedded["kept"],
+        "conformers": embedded["conformers"],
         "dropped": {k: counts[k] for k in DROP_REASONS},
         "salts_stripped": counts["salts_stripped"],
-        "mmff_not_converged": not_converged,
-        "num_atoms_range": [min(atoms), max(atoms)],
+        "mmff_not_converged": embedded["not_converged"],
+        "num_atoms_range": [min(embedded["atoms"]), max(embedded["atoms"])],
         "sdf": str(sdf_path.resolve()),
         "embed_seconds": round(embed_s, 1),
         "workers": workers,
@@ -268,10 +292,40 @@ def prepare_nci(
             f"largest fragment; elements {' '.join(DRUG_LIKE_ELEMENTS)}; {MIN_ATOMS}-{MAX_ATOMS} atoms with H; "
             "no radicals or duplicates; ETKDGv3 + MMFF94"
         ),
+        "rdkit_version": rdkit.__version__,
     }
-    import rdkit
 
-    report["rdkit_version"] = rdkit.__version__
+
+def prepare_nci(
+    out: str | Path,
+    limit: int | None = None,
+    n_conformers: int = 1,
+    workers: int = 2,
+    seed: int = 0,
+    split_fractions: Sequence[float] = DEFAULT_SPLIT_FRACTIONS,
+    progress: bool = True,
+) -> MolCache:
+    """Embed RDKit's NCI SMILES into an SDF and build the cache at ``out`` from it.
+
+    Args:
+        out: cache folder (the SDF goes to ``<out's parent>/nci_sdf/``).
+        limit: stop after this many kept molecules (default: all usable).
+        n_conformers: conformers per molecule.
+        workers: embedding processes (the result does not depend on it).
+        seed: embedding and split seed.
+        split_fractions: ``[train, val, test]`` fractions of molecules.
+        progress: show progress bars.
+    """
+    t0 = time.time()
+    n_conformers, limit = _checked_options(n_conformers, limit, split_fractions)
+    src = nci_smiles_file()
+    lines = src.read_text().splitlines()
+    counts = {k: 0 for k in DROP_REASONS} | {"salts_stripped": 0}
+    candidates = list(select_candidates(lines, counts))
+    workers = max(1, int(workers))
+    sdf_path = nci_sdf_path(out)
+    embedded = _embed_to_sdf(candidates, src, sdf_path, counts, limit, n_conformers, seed, workers, progress)
+    report = _nci_report(src, lines, candidates, counts, embedded, sdf_path, time.time() - t0, workers)
     source = source_fingerprint(nci_options(limit, n_conformers, seed, split_fractions), src)
     return prepare_sdf(
         out,

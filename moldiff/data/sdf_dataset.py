@@ -245,6 +245,60 @@ def iter_dataset_records(
         yield rec.number, mol, smiles, values, implicit_h
 
 
+def _write_records(
+    writer: FoundVocabWriter, records: Iterable[tuple[int, Molecule, str, np.ndarray, bool]]
+) -> tuple[int, list[str], int]:
+    """Add the records of :func:`iter_dataset_records` to ``writer``.
+
+    Returns:
+        ``(number of the last record, the molecule (SMILES) of each record, records with implicit H)``.
+    """
+    groups: list[str] = []
+    implicit_h = 0
+    last = 0
+    for rec, mol, smiles, values, has_implicit in records:
+        last = rec
+        implicit_h += int(has_implicit)
+        writer.add(mol, smiles, values, key=f"record{rec}")
+        groups.append(smiles or f"record{rec}")
+    return last, groups, implicit_h
+
+
+def _sdf_report(
+    fingerprint: dict[str, Any],
+    records: int,
+    kept: int,
+    groups: Sequence[str],
+    invalid: list[dict],
+    implicit_h: int,
+    skip_invalid: bool,
+    heavy_atoms_only: bool,
+) -> dict[str, Any]:
+    """The build report: records read, kept and bad, molecules, and a warning about implicit hydrogens."""
+    report: dict[str, Any] = {
+        "source": fingerprint,
+        "input_records": max(records, kept + len(invalid)),
+        "kept_records": kept,
+        "molecules": len(set(groups)),
+        "invalid_records": len(invalid),
+        "invalid": invalid[:MAX_LISTED_INVALID],
+        "records_with_implicit_h": implicit_h,
+        "heavy_atoms_only": bool(heavy_atoms_only),
+        "policy": (
+            "bad records " + ("are skipped and listed" if skip_invalid else "stop the build")
+            + "; records with the same canonical SMILES are conformers of one molecule and share a split"
+        ),
+    }
+    if len(invalid) > MAX_LISTED_INVALID:
+        report["invalid_listed"] = MAX_LISTED_INVALID
+    if implicit_h and not heavy_atoms_only:
+        report["warning"] = (
+            f"{implicit_h} records have atoms with implicit hydrogens (no coordinates for them in the file): "
+            "add explicit hydrogens with 3D coordinates, or use heavy_atoms_only=true"
+        )
+    return report
+
+
 def prepare_sdf(
     out: str | Path,
     path: str | os.PathLike,
@@ -292,40 +346,12 @@ def prepare_sdf(
     units = {k: (prop_units or {}).get(k, "") for k in props}
     writer = FoundVocabWriter(out, name or sdf_cache_name(p, heavy_atoms_only), recipe_version, props, units)
     invalid: list[dict] = []
-    groups: list[str] = []
-    implicit_h = 0
-    records = 0
-    for rec, mol, smiles, values, has_implicit in iter_dataset_records(
-        p, props, skip_invalid, heavy_atoms_only, invalid, progress
-    ):
-        records = rec
-        implicit_h += int(has_implicit)
-        writer.add(mol, smiles, values, key=f"record{rec}")
-        groups.append(smiles or f"record{rec}")
+    records = iter_dataset_records(p, props, skip_invalid, heavy_atoms_only, invalid, progress)
+    last, groups, implicit_h = _write_records(writer, records)
     if len(writer) == 0:
         raise ValueError(f"SDF file {p}: no valid records ({len(invalid)} bad; first: {invalid[0]['error']})")
     split, half = split_by_group(groups, split_fractions, seed)
-    report: dict[str, Any] = {
-        "source": fingerprint,
-        "input_records": max(records, len(writer) + len(invalid)),
-        "kept_records": len(writer),
-        "molecules": len(set(groups)),
-        "invalid_records": len(invalid),
-        "invalid": invalid[:MAX_LISTED_INVALID],
-        "records_with_implicit_h": implicit_h,
-        "heavy_atoms_only": bool(heavy_atoms_only),
-        "policy": (
-            "bad records " + ("are skipped and listed" if skip_invalid else "stop the build")
-            + "; records with the same canonical SMILES are conformers of one molecule and share a split"
-        ),
-    }
-    if len(invalid) > MAX_LISTED_INVALID:
-        report["invalid_listed"] = MAX_LISTED_INVALID
-    if implicit_h and not heavy_atoms_only:
-        report["warning"] = (
-            f"{implicit_h} records have atoms with implicit hydrogens (no coordinates for them in the file): "
-            "add explicit hydrogens with 3D coordinates, or use heavy_atoms_only=true"
-        )
+    report = _sdf_report(fingerprint, last, len(writer), groups, invalid, implicit_h, skip_invalid, heavy_atoms_only)
     report.update(extra_report or {})
     return writer.finish(split, half, report)
 

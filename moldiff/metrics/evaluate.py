@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import time
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Literal, Sequence
 
 import numpy as np
@@ -42,6 +43,9 @@ DECODING_TAG, DECODE_STATUS_TAG = "moldiff_decoding", "moldiff_decode_status"
 RELAX_TAG, RELAX_STATUS_TAG = "moldiff_relax", "moldiff_relax_status"
 BondInference = Literal["edm", "rdkit"]
 BOND_INFERENCE = ("edm", "rdkit")
+_VALENCE_TABLE = "strict (docs/metrics.md: aromatic bonds kekulized, else 1.5; charged valences)"
+_COUNT_KEYS = ("atoms", "stable_atoms", "stable_molecules", "valid", "connected", "edm_stable_atoms",
+               "edm_stable_molecules", "edm_valid", "malformed", "kekulized", "kekulize_failed")
 
 _TRAIN_SMILES: dict[tuple, set[str]] = {}
 
@@ -131,6 +135,167 @@ def _frac(num: int, den: int) -> float:
     return num / den if den else 0.0
 
 
+@dataclass
+class _Tally:
+    """Running totals of :func:`evaluate_molecules` over a molecule set."""
+
+    counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNT_KEYS, 0))
+    bonds_own: int = 0
+    bonds_inferred: int = 0
+    inference_failed: int = 0
+    valid_smiles: list[str | None] = field(default_factory=list)
+    edm_smiles: list[str | None] = field(default_factory=list)
+    gen: GeometryStats = field(default_factory=GeometryStats)
+
+
+def _score_edm(mol: Molecule, tally: _Tally) -> np.ndarray:
+    """EDM protocol for one molecule (distance-inferred bonds, no charges); returns its order matrix."""
+    c = tally.counts
+    edm_stable, order = edm_stability(mol.elements, mol.pos)
+    n_edm = int(edm_stable.sum())
+    c["edm_stable_atoms"] += n_edm
+    c["edm_stable_molecules"] += int(n_edm == mol.num_atoms)
+    ok, smi = edm_validity(mol.elements, order)
+    if ok:
+        c["edm_valid"] += 1
+        tally.edm_smiles.append(smi)
+    return order
+
+
+def _score_strict(mol: Molecule, tally: _Tally, bond_inference: BondInference, order: np.ndarray) -> None:
+    """Strict protocol for one molecule: its own bonds, inferred when it has none."""
+    c = tally.counts
+    work, success = strict_bonds(mol, bond_inference, order)
+    if success is None:
+        tally.bonds_own += 1
+    else:
+        tally.bonds_inferred += 1
+        tally.inference_failed += int(not success)
+    rd = graph_to_rdkit(work.elements, work.charges, work.bonds)
+    stable, used, kekulized = strict_stability(work, rd)
+    if kekulized:
+        c["kekulized"] += 1
+    elif len(used) and (used[:, 2] == 4).any():
+        c["kekulize_failed"] += 1
+    n_stable = int(stable.sum())
+    c["stable_atoms"] += n_stable
+    c["stable_molecules"] += int(n_stable == mol.num_atoms)
+    valid, n_frags, smiles = rdkit_validity(rd)
+    if valid:
+        c["valid"] += 1
+        c["connected"] += int(n_frags == 1)
+        tally.valid_smiles.append(smiles)
+    tally.gen.add(work, used)
+
+
+def _score_molecules(mols: Sequence[Molecule], bond_inference: BondInference) -> _Tally:
+    """Both per-molecule protocols over ``mols`` (RDKit logging silenced meanwhile)."""
+    tally = _Tally()
+    RDLogger.DisableLog("rdApp.*")
+    try:
+        for mol in mols:
+            tally.counts["atoms"] += mol.num_atoms
+            if mol.num_atoms == 0 or _malformed(mol):
+                tally.counts["malformed"] += 1
+                continue
+            order = _score_edm(mol, tally)
+            _score_strict(mol, tally, bond_inference, order)
+    finally:
+        RDLogger.EnableLog("rdApp.*")
+    return tally
+
+
+def _count_unique(smiles: Sequence[str | None]) -> int:
+    """Distinct SMILES, each empty one counted on its own."""
+    return len({s for s in smiles if s}) + sum(1 for s in smiles if not s)
+
+
+def _rates(mols: Sequence[Molecule], tally: _Tally, un: dict, edm_unique: int, steps: int | None) -> dict:
+    """The head of the result: protocol, sizes, the fractions and the ``moldiff-sample`` SD tags."""
+    c, n_mols = tally.counts, len(mols)
+    return {
+        "protocol_version": PROTOCOL_VERSION,
+        "n_molecules": n_mols,
+        "steps": steps,
+        "atom_stability": _frac(c["stable_atoms"], c["atoms"]),
+        "mol_stability": _frac(c["stable_molecules"], n_mols),
+        "validity": _frac(c["valid"], n_mols),
+        "connected_validity": _frac(c["connected"], n_mols),
+        "uniqueness": un["uniqueness"],
+        "novelty": un["novelty"],
+        "valid_unique": _frac(un["n_unique"], n_mols),
+        "edm_atom_stability": _frac(c["edm_stable_atoms"], c["atoms"]),
+        "edm_mol_stability": _frac(c["edm_stable_molecules"], n_mols),
+        "edm_validity": _frac(c["edm_valid"], n_mols),
+        "edm_uniqueness": _frac(edm_unique, c["edm_valid"]),
+        "edm_valid_unique": _frac(edm_unique, n_mols),
+        "decoding": tag_summary(mols, DECODING_TAG),
+        "decode_status": tag_counts(mols, DECODE_STATUS_TAG),
+        "relax": tag_summary(mols, RELAX_TAG),
+        "relax_status": tag_counts(mols, RELAX_STATUS_TAG),
+    }
+
+
+def _counts(n_mols: int, tally: _Tally, un: dict, edm_unique: int) -> dict[str, int]:
+    """The result's ``counts``."""
+    c = tally.counts
+    return {
+        "molecules": n_mols,
+        "atoms": c["atoms"],
+        "stable_atoms": c["stable_atoms"],
+        "stable_molecules": c["stable_molecules"],
+        "valid": c["valid"],
+        "connected": c["connected"],
+        "unique": un["n_unique"],
+        "novel": un["n_novel"],
+        "edm_stable_atoms": c["edm_stable_atoms"],
+        "edm_stable_molecules": c["edm_stable_molecules"],
+        "edm_valid": c["edm_valid"],
+        "edm_unique": edm_unique,
+        "malformed": c["malformed"],
+        "kekulized": c["kekulized"],
+        "kekulize_failed": c["kekulize_failed"],
+    }
+
+
+def _bonds_used(tally: _Tally, bond_inference: BondInference) -> dict:
+    """The result's ``bonds``: which bonds the strict and the EDM metrics used."""
+    own, inferred = tally.bonds_own, tally.bonds_inferred
+    return {
+        "strict_metrics_use": "own" if not inferred else ("inferred" if not own else "mixed"),
+        "own": own,
+        "inferred": inferred,
+        "inference": bond_inference if inferred else None,
+        "inference_failed": tally.inference_failed if bond_inference == "rdkit" else None,
+        "edm_metrics_use": "inferred from distances (EDM tables, no charges)",
+    }
+
+
+def _reference_results(
+    reference: MolCache | None,
+    gen: GeometryStats,
+    train: set[str] | None,
+    novelty_split: str,
+    distribution_split: str,
+    max_reference: int,
+    seed: int,
+    distribution: bool,
+) -> tuple[dict | None, dict | None]:
+    """The result's ``reference`` and ``distribution`` (both None without a reference)."""
+    if reference is None:
+        return None, None
+    ref = reference_stats(reference, distribution_split, max_reference, seed) if distribution else None
+    about = {
+        "name": reference.name,
+        "path": str(reference.path),
+        "novelty_split": novelty_split,
+        "novelty_smiles": len(train),
+        "distribution_split": distribution_split if distribution else None,
+        "distribution_molecules": ref.n_molecules if ref is not None else None,
+    }
+    return about, distribution_distances(gen, ref) if ref is not None else None
+
+
 def evaluate_molecules(
     mols: Sequence[Molecule],
     reference: MolCache | None = None,
@@ -170,120 +335,17 @@ def evaluate_molecules(
     if bond_inference not in BOND_INFERENCE:
         raise ValueError(f"bond_inference={bond_inference!r}; choose one of {list(BOND_INFERENCE)}")
     t0 = time.perf_counter()
-    RDLogger.DisableLog("rdApp.*")
-    try:
-        c = dict.fromkeys(
-            ["atoms", "stable_atoms", "stable_molecules", "valid", "connected", "edm_stable_atoms",
-             "edm_stable_molecules", "edm_valid", "malformed", "kekulized", "kekulize_failed"], 0)
-        bonds_own = bonds_inferred = inference_failed = 0
-        valid_smiles: list[str | None] = []
-        edm_smiles: list[str | None] = []
-        gen = GeometryStats()
-        for mol in mols:
-            n = mol.num_atoms
-            c["atoms"] += n
-            if n == 0 or _malformed(mol):
-                c["malformed"] += 1
-                continue
-            # EDM protocol: distance-inferred bonds, no charges
-            edm_stable, order = edm_stability(mol.elements, mol.pos)
-            n_edm = int(edm_stable.sum())
-            c["edm_stable_atoms"] += n_edm
-            c["edm_stable_molecules"] += int(n_edm == n)
-            ok, smi = edm_validity(mol.elements, order)
-            if ok:
-                c["edm_valid"] += 1
-                edm_smiles.append(smi)
-            # strict protocol: own bonds (inferred when the molecule has none)
-            work, success = strict_bonds(mol, bond_inference, order)
-            if success is None:
-                bonds_own += 1
-            else:
-                bonds_inferred += 1
-                inference_failed += int(not success)
-            rd = graph_to_rdkit(work.elements, work.charges, work.bonds)
-            stable, used, kekulized = strict_stability(work, rd)
-            if kekulized:
-                c["kekulized"] += 1
-            elif len(used) and (used[:, 2] == 4).any():
-                c["kekulize_failed"] += 1
-            n_stable = int(stable.sum())
-            c["stable_atoms"] += n_stable
-            c["stable_molecules"] += int(n_stable == n)
-            valid, n_frags, smiles = rdkit_validity(rd)
-            if valid:
-                c["valid"] += 1
-                c["connected"] += int(n_frags == 1)
-                valid_smiles.append(smiles)
-            gen.add(work, used)
-    finally:
-        RDLogger.EnableLog("rdApp.*")
-
-    n_mols = len(mols)
+    tally = _score_molecules(mols, bond_inference)
     train = reference_smiles(reference, novelty_split) if reference is not None else None
-    un = uniqueness_novelty(valid_smiles, train)
-    edm_unique = len({s for s in edm_smiles if s}) + sum(1 for s in edm_smiles if not s)
-    out: dict = {
-        "protocol_version": PROTOCOL_VERSION,
-        "n_molecules": n_mols,
-        "steps": steps,
-        "atom_stability": _frac(c["stable_atoms"], c["atoms"]),
-        "mol_stability": _frac(c["stable_molecules"], n_mols),
-        "validity": _frac(c["valid"], n_mols),
-        "connected_validity": _frac(c["connected"], n_mols),
-        "uniqueness": un["uniqueness"],
-        "novelty": un["novelty"],
-        "valid_unique": _frac(un["n_unique"], n_mols),
-        "edm_atom_stability": _frac(c["edm_stable_atoms"], c["atoms"]),
-        "edm_mol_stability": _frac(c["edm_stable_molecules"], n_mols),
-        "edm_validity": _frac(c["edm_valid"], n_mols),
-        "edm_uniqueness": _frac(edm_unique, c["edm_valid"]),
-        "edm_valid_unique": _frac(edm_unique, n_mols),
-        "decoding": tag_summary(mols, DECODING_TAG),
-        "decode_status": tag_counts(mols, DECODE_STATUS_TAG),
-        "relax": tag_summary(mols, RELAX_TAG),
-        "relax_status": tag_counts(mols, RELAX_STATUS_TAG),
-    }
-    out["counts"] = {
-        "molecules": n_mols,
-        "atoms": c["atoms"],
-        "stable_atoms": c["stable_atoms"],
-        "stable_molecules": c["stable_molecules"],
-        "valid": c["valid"],
-        "connected": c["connected"],
-        "unique": un["n_unique"],
-        "novel": un["n_novel"],
-        "edm_stable_atoms": c["edm_stable_atoms"],
-        "edm_stable_molecules": c["edm_stable_molecules"],
-        "edm_valid": c["edm_valid"],
-        "edm_unique": edm_unique,
-        "malformed": c["malformed"],
-        "kekulized": c["kekulized"],
-        "kekulize_failed": c["kekulize_failed"],
-    }
-    out["bonds"] = {
-        "strict_metrics_use": "own" if not bonds_inferred else ("inferred" if not bonds_own else "mixed"),
-        "own": bonds_own,
-        "inferred": bonds_inferred,
-        "inference": bond_inference if bonds_inferred else None,
-        "inference_failed": inference_failed if bond_inference == "rdkit" else None,
-        "edm_metrics_use": "inferred from distances (EDM tables, no charges)",
-    }
-    out["valence_table"] = "strict (docs/metrics.md: aromatic bonds kekulized, else 1.5; charged valences)"
-    if reference is not None:
-        ref = reference_stats(reference, distribution_split, max_reference, seed) if distribution else None
-        out["reference"] = {
-            "name": reference.name,
-            "path": str(reference.path),
-            "novelty_split": novelty_split,
-            "novelty_smiles": len(train),
-            "distribution_split": distribution_split if distribution else None,
-            "distribution_molecules": ref.n_molecules if ref is not None else None,
-        }
-        out["distribution"] = distribution_distances(gen, ref) if ref is not None else None
-    else:
-        out["reference"] = None
-        out["distribution"] = None
+    un = uniqueness_novelty(tally.valid_smiles, train)
+    edm_unique = _count_unique(tally.edm_smiles)
+    out = _rates(mols, tally, un, edm_unique, steps)
+    out["counts"] = _counts(len(mols), tally, un, edm_unique)
+    out["bonds"] = _bonds_used(tally, bond_inference)
+    out["valence_table"] = _VALENCE_TABLE
+    out["reference"], out["distribution"] = _reference_results(
+        reference, tally.gen, train, novelty_split, distribution_split, max_reference, seed, distribution
+    )
     out["eval_seconds"] = round(time.perf_counter() - t0, 3)
     return out
 

@@ -29,8 +29,11 @@ Statuses (:data:`STATUSES`):
 
 * ``optimal``: the best valence-valid (and, when asked, connected) assignment;
 * ``feasible``: valence-valid and connected, but the time limit ran out before optimality was proven;
-* ``disconnected``: no connected valence-valid assignment exists among the candidate bonds (or
-  none was found in time); the best valence-valid assignment, in fragments, is returned;
+* ``widened``: valence-valid and connected only once pairs up to ``widen_bond_length`` apart were
+  allowed to bond (the fragments of the sample were further apart than ``max_bond_length``); at
+  least one bond is long, so relaxing the geometry (``relax=mmff``) is advisable;
+* ``disconnected``: no connected valence-valid assignment exists among the candidate bonds, even
+  widened (or none was found in time); the best valence-valid assignment, in fragments, is returned;
 * ``fallback_argmax``: no valence-valid assignment exists (or none was found in time); the
   independent argmax is returned, as the plain sampler would have.
 """
@@ -48,7 +51,7 @@ from scipy.optimize import Bounds, LinearConstraint, milp
 from moldiff.utils.graph import reverse_edge_index
 
 #: Every status :func:`map_decode` can report.
-STATUSES = ("optimal", "feasible", "disconnected", "fallback_argmax")
+STATUSES = ("optimal", "feasible", "widened", "disconnected", "fallback_argmax")
 
 #: Relative optimality gap at which HiGHS stops: "optimal" is optimal up to this fraction of the objective.
 MIP_REL_GAP = 1e-7
@@ -150,6 +153,7 @@ def map_decode(
     max_bond_length: float | None = 2.0,
     time_limit: float = 1.0,
     max_cut_rounds: int = 50,
+    widen_bond_length: float | None = 2.6,
 ) -> DecodeResult:
     """MAP assignment of one molecule under valence (and connectivity) constraints.
 
@@ -170,6 +174,8 @@ def map_decode(
             None: probability criterion only).
         time_limit: seconds for this molecule, all programs together.
         max_cut_rounds: at most this many rounds of connectivity cuts.
+        widen_bond_length: with ``connected`` and ``pos``, when no connected assignment exists among the
+            candidates, try once more with pairs up to this far apart (status ``widened``); None: never.
 
     Returns:
         The :class:`DecodeResult`; its classes index ``elements``, ``charges`` and the bond classes.
@@ -345,6 +351,15 @@ def map_decode(
         if x is None:
             break
         best = decode(x)
+    left = time_limit - (time.perf_counter() - t0)
+    if (widen_bond_length is not None and pos is not None and max_bond_length is not None
+            and widen_bond_length > max_bond_length and left > 0):
+        wide = map_decode(pa, pc, pb, pairs, elements, charges, valences, pos, connected=True,
+                          min_bond_prob=min_bond_prob, max_bond_length=widen_bond_length, time_limit=left,
+                          max_cut_rounds=max_cut_rounds, widen_bond_length=None)
+        programs += wide.programs
+        if wide.status in ("optimal", "feasible"):
+            return finish(wide.atom_types, wide.charges, wide.bond_types, "widened", programs)
     return finish(*first, "disconnected", programs)
 
 

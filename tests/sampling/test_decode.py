@@ -201,6 +201,23 @@ def test_disconnected_when_no_connected_assignment_exists():
     assert is_valid(r.atom_types, r.charges, r.bond_types, pairs, ("H",), (0,))
 
 
+def test_fragments_further_apart_than_a_bond_are_joined_by_widening():
+    """Two waters 2.3 Angstrom apart, with every joining bond improbable: none of the joining pairs is a
+    candidate at 2.0 Angstrom, so joining them needs the widened candidate set."""
+    pa, pc, pb, pairs = two_waters()
+    for k, (i, j) in enumerate(pairs.tolist()):
+        if (i < 3) != (j < 3):
+            pb[k] = [1 - 1e-7, 1e-7]
+    water = np.array([[0.0, 0.0, 0.0], [0.96, 0.0, 0.0], [-0.24, 0.93, 0.0]])
+    pos = np.concatenate([water, water + [0.0, 0.0, 2.3]])
+    strict = map_decode(pa, pc, pb, pairs, EL, CH, ALLOWED_VALENCES, pos=pos, widen_bond_length=None)
+    assert strict.status == "disconnected" and not is_connected(6, pairs, strict.bond_types)
+    r = map_decode(pa, pc, pb, pairs, EL, CH, ALLOWED_VALENCES, pos=pos)
+    assert r.status == "widened"
+    assert is_connected(6, pairs, r.bond_types) and is_valid(r.atom_types, r.charges, r.bond_types, pairs)
+    assert r.programs > strict.programs
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_random_molecules_match_brute_force(seed):
     rng = np.random.default_rng(seed)
