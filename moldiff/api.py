@@ -86,6 +86,7 @@ class MoleculeGenerator:
         num_atoms: int | list[int] | None = None,
         guidance_scale: float = 1.0,
         relax: str = "none",
+        time_power: float | None = None,
     ) -> list[Chem.Mol]:
         """Sample ``n`` molecules.
 
@@ -101,6 +102,7 @@ class MoleculeGenerator:
                 in time).
             batch_size: molecules sampled together.
             sampler: ``ancestral`` or ``ddim``.
+            time_power: spacing of the time grid (``moldiff-sample``'s ``time_power``; None: its default).
             num_atoms: None (the training histogram), a fixed atom count, or a range ``[lo, hi]``.
             guidance_scale: classifier-free guidance weight of a conditional model (1 = plain conditional).
             relax: ``none``, ``mmff`` (MMFF94s, else UFF) or ``uff``: force-field relaxation of the
@@ -126,6 +128,8 @@ class MoleculeGenerator:
         given = dict(conditioning or {})
         settings.update(n_samples=n, steps=steps, seed=seed, decode=decode, batch_size=batch_size, sampler=sampler,
                         num_atoms=num_atoms, guidance_scale=guidance_scale, relax=relax, progress=False)
+        if time_power is not None:
+            settings["time_power"] = time_power
         settings["conditioning"] = {**{k: None for k in settings["conditioning"]}, **given}
         cfg = OmegaConf.create(settings)
         cli.check_numbers(cfg)

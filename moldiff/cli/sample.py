@@ -327,6 +327,11 @@ def check_numbers(cfg: DictConfig) -> None:
     g = cfg.guidance_scale
     if isinstance(g, bool) or not isinstance(g, (int, float)) or not np.isfinite(g):
         raise ValueError(f"guidance_scale must be a number, got {g!r}")
+    for key, value in given_targets(cfg).items():
+        _number(value, f"conditioning.{key}")
+    p = cfg.time_power
+    if isinstance(p, bool) or not isinstance(p, (int, float)) or not (np.isfinite(p) and p > 0):
+        raise ValueError(f"time_power must be a number > 0, got {p!r}")
     parse_num_atoms(cfg.num_atoms)
 
 
@@ -442,7 +447,8 @@ def run_settings(cfg: DictConfig, model: LoadedModel, targets: torch.Tensor | No
     """Everything that changes the molecules written: a rerun resumes only with identical settings."""
     return {
         "ckpt": model.path, "ckpt_sha256": file_sha256(model.path), "n_samples": cfg.n_samples, "steps": cfg.steps,
-        "sampler": cfg.sampler, "seed": cfg.seed, "batch_size": cfg.batch_size, "num_atoms": num_atoms,
+        "sampler": cfg.sampler, "time_power": float(cfg.time_power), "seed": cfg.seed, "batch_size": cfg.batch_size,
+        "num_atoms": num_atoms,
         "guidance_scale": cfg.guidance_scale, "inpaint": cfg.inpaint.sdf,
         "targets": None if targets is None else [[None if np.isnan(v) else v for v in targets[0].tolist()]]
         if not cfg.conditioning.targets_csv
@@ -461,6 +467,7 @@ def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedM
         idx = lo + k
         m.name = f"moldiff_{idx:06d}"
         m.props = {"moldiff_index": idx, "moldiff_steps": cfg.steps, "moldiff_sampler": cfg.sampler,
+                   "moldiff_time_power": float(cfg.time_power),
                    "moldiff_seed": cfg.seed, "moldiff_checkpoint": Path(model.path).name,
                    "moldiff_decoding": cfg.decode}
         if statuses is not None:
@@ -493,6 +500,7 @@ def sample_batch(b: int, cfg: DictConfig, model: LoadedModel, targets: torch.Ten
     extra = {"return_probs": True} if cfg.decode == "map" else {}
     out = sample(
         model.diffusion, model.denoiser_fn(None), counts, steps=cfg.steps, sampler=cfg.sampler,
+        time_power=float(cfg.time_power),
         guided_denoiser=guided, guidance_scale=cfg.guidance_scale, fragment=fragment,
         generator=dev_gen, device=device, **extra,
     )

@@ -69,6 +69,8 @@ BAD = [
     (["num_atoms=[20,5]"], ["num_atoms", "[20, 5]"]),
     (["num_atoms=0"], ["num_atoms", "got 0"]),
     (["sampler=euler"], ["sampler='euler'", "ancestral", "ddim"]),
+    (["time_power=0"], ["time_power must be a number > 0", "got 0"]),
+    (["conditioning.gap=abc"], ["conditioning.gap", "'abc'"]),
     (["resume=maybe"], ["resume must be true or false"]),
     (["out=folder"], ["out=folder is an existing folder"]),
     (["out=file.txt/o.sdf"], ["out=file.txt/o.sdf", "file.txt is not a folder"]),

@@ -491,3 +491,14 @@ def test_an_oracle_denoiser_is_reproduced_exactly(graph_factory, sampler, steps)
     assert torch.allclose(out.pos, zero_com(target.pos, target.batch, 3), atol=1e-5)
     for k in ("atom_types", "charges", "bond_types"):
         assert torch.equal(out[k], target[k])
+
+
+def test_time_grid_spacing():
+    from moldiff.sampling.sampler import time_grid
+
+    assert torch.equal(time_grid(4), torch.linspace(1.0, 0.0, 5))
+    g = time_grid(4, power=2.0)
+    assert torch.allclose(g, torch.tensor([1.0, 0.5625, 0.25, 0.0625, 0.0]))
+    assert (g[1:] < g[:-1]).all()
+    with pytest.raises(ValueError, match="power"):
+        time_grid(4, power=0.0)
