@@ -29,6 +29,8 @@ def main(argv=None) -> None:
     ap.add_argument("ckpt")
     ap.add_argument("--name", default="qm9_default")
     ap.add_argument("--half", action="store_true")
+    ap.add_argument("--weights", choices=("ema", "raw"), default="ema",
+                    help="the averaged weights (default) or the optimiser's current ones")
     ap.add_argument("--hardware", required=True)
     ap.add_argument("--wall-time-min", type=float, default=None)
     ap.add_argument("--recipe", default="experiment=qm9_cpu")
@@ -40,11 +42,16 @@ def main(argv=None) -> None:
         if seconds is None:
             raise SystemExit(f"{a.ckpt} holds no training time (trained without trainer.max_time): give --wall-time-min")
         a.wall_time_min = round(seconds / 60, 1)
-    state = {k: (v.half() if a.half and v.is_floating_point() else v) for k, v in ck["state_dict"].items() if k.startswith("net.")}
+    source = ck["state_dict"]
+    if a.weights == "raw":
+        if "current_model_state" not in ck:
+            raise SystemExit(f"{a.ckpt} holds no separate current weights (trained without EMA): use --weights ema")
+        source = ck["current_model_state"]
+    state = {k: (v.half() if a.half and v.is_floating_point() else v) for k, v in source.items() if k.startswith("net.")}
     record = {
         "global_step": int(ck["global_step"]), "epoch": int(ck["epoch"]), "hardware": a.hardware,
         "wall_time_min": a.wall_time_min, "recipe": a.recipe, "source_checkpoint": Path(a.ckpt).name,
-        "exported": datetime.date.today().isoformat(), "weights": "EMA", "dtype": "float16" if a.half else "float32",
+        "exported": datetime.date.today().isoformat(), "weights": "EMA" if a.weights == "ema" else "raw (last optimiser step)", "dtype": "float16" if a.half else "float32",
     }
     out = {"state_dict": state, "hyper_parameters": ck["hyper_parameters"], "training_record": record}
     path = a.out_dir / f"{a.name}.pt"

@@ -132,6 +132,7 @@ def evaluate_file(
     posebusters_energy: bool = True,
     predict: bool = False,
     predictor: str | None = None,
+    predict_targets: dict[str, float] | None = None,
 ) -> dict:
     """Read ``path`` and evaluate it (what the CLI runs).
 
@@ -149,6 +150,7 @@ def evaluate_file(
         posebusters_energy: include PoseBusters' (slow) internal-energy check.
         predict: also predict each molecule's properties (result under ``predicted_properties``).
         predictor: a predictor checkpoint for ``predict``; None = the shipped QM9 predictor.
+        predict_targets: targets to score molecules without ``target_<property>`` tags against.
 
     Raises:
         MoleculeInputError: unreadable input, or no readable molecule at all.
@@ -178,11 +180,23 @@ def evaluate_file(
         from moldiff.metrics.properties import predict_properties
         from moldiff.training.property_module import load_property_module
 
-        metrics["predicted_properties"] = predict_properties(mols, load_property_module(predictor))
+        metrics["predicted_properties"] = predict_properties(mols, load_property_module(predictor), predict_targets)
     metrics["input"] = str(path)
     metrics["skipped_records"] = len(report)
     metrics["skipped"] = report
     return metrics
+
+
+def predict_targets(cfg: DictConfig) -> dict[str, float]:
+    """``predict_targets.<property>=value`` entries that were set (one-line error for a non-number)."""
+    out = {}
+    for key, value in (cfg.get("predict_targets") or {}).items():
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(f"predict_targets.{key} must be a number, got {value!r}")
+        out[str(key)] = float(value)
+    return out
 
 
 def _optional_int(value: Any) -> int | None:
@@ -238,6 +252,7 @@ def run(cfg: DictConfig) -> dict:
         posebusters_energy=bool(cfg.get("posebusters_energy", True)),
         predict=predict,
         predictor=cfg.get("predictor"),
+        predict_targets=predict_targets(cfg),
     )
     metrics["reference_unavailable"] = unavailable
     print(format_table(metrics))

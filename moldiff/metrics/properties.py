@@ -44,12 +44,15 @@ def predict_array(predictor, graphs: list, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, len(predictor.properties)))
 
 
-def predict_properties(mols: Sequence[Molecule], predictor=None) -> dict[str, Any]:
+def predict_properties(mols: Sequence[Molecule], predictor=None,
+                       targets: dict[str, float] | None = None) -> dict[str, Any]:
     """Predict every molecule's properties; summarise them and their error against ``target_<p>`` tags.
 
     Args:
         mols: molecules with 3D coordinates.
         predictor: a loaded ``PropertyModule``; None loads the shipped QM9 predictor.
+        targets: one target per property for every molecule (e.g. to score unconditional samples
+            against the value a conditional run aimed at); a molecule's own tag wins.
 
     Returns:
         ``{"predictor", "n_molecules", "n_predicted", "properties": {p: {"unit", "mean", "std",
@@ -66,14 +69,15 @@ def predict_properties(mols: Sequence[Molecule], predictor=None) -> dict[str, An
     summary: dict[str, Any] = {}
     for k, p in enumerate(props):
         col = pred[:, k]
-        targets = np.array([_tag(mols[i], f"target_{p}") for i in kept], dtype=float)
-        has = np.isfinite(targets)
+        default = float((targets or {}).get(p, float("nan")))
+        goal = np.array([_tag(mols[i], f"target_{p}", default) for i in kept], dtype=float)
+        has = np.isfinite(goal)
         summary[p] = {
             "unit": units.get(p, ""),
             "mean": float(col.mean()) if len(col) else None,
             "std": float(col.std()) if len(col) else None,
             "n_targets": int(has.sum()),
-            "mae_vs_target": float(np.abs(col[has] - targets[has]).mean()) if has.any() else None,
+            "mae_vs_target": float(np.abs(col[has] - goal[has]).mean()) if has.any() else None,
         }
     values: list[list[float] | None] = [None] * len(mols)
     for row, i in zip(pred.tolist(), kept):
@@ -82,11 +86,11 @@ def predict_properties(mols: Sequence[Molecule], predictor=None) -> dict[str, An
             "n_molecules": len(mols), "n_predicted": len(kept), "properties": summary, "values": values}
 
 
-def _tag(m: Molecule, key: str) -> float:
+def _tag(m: Molecule, key: str, default: float = float("nan")) -> float:
     try:
         return float(m.props[key])
     except (KeyError, TypeError, ValueError):
-        return float("nan")
+        return default
 
 
 def format_rows(result: dict) -> list[tuple[str, str, str]]:

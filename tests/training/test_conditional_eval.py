@@ -81,6 +81,11 @@ def test_sampling_with_a_subset_of_targets_and_predicting_them(trained):
     assert res["n_predicted"] == 2 and res["properties_order"] == ["gap", "mu"]
     assert res["properties"]["gap"]["n_targets"] == 1 and res["properties"]["mu"]["n_targets"] == 1
     assert res["properties"]["gap"]["mae_vs_target"] == pytest.approx(abs(res["values"][1][0] - 7000), rel=1e-4)
+    # molecules without a target tag are scored against predict_targets
+    run_cli("evaluate", f"input={out}", "reference=null", "predict=true", f"predictor={pred}", "predict_targets.gap=5000",
+            f"json={js}")
+    res = json.loads(js.read_text())["predicted_properties"]["properties"]["gap"]
+    assert res["n_targets"] == 2
 
 
 def test_bad_targets_are_one_line_errors(trained):
