@@ -125,8 +125,7 @@ def main(argv: list[str] | None = None) -> None:
         cli.append(f"ckpt_path={ckpt}")
     if a.init_from:
         cli.append(f"init_from={a.init_from.resolve()}")
-    if not torch.cuda.is_available():
-        cli += ["trainer=cpu", "data.num_workers=0"]
+    cli += ["trainer=gpu"] if torch.cuda.is_available() else ["trainer=cpu", "data.num_workers=0"]
     cli += overrides
     with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=cli)
