@@ -5,7 +5,7 @@ __version__ = "0.1.0"
 CHECKPOINT_FORMAT = 1
 
 #: Names of the Python API (:mod:`moldiff.api`), imported on first use so that ``import moldiff`` stays light.
-_API = ("load_pretrained", "evaluate", "MoleculeGenerator")
+_API = ("load_pretrained", "evaluate", "predict_properties", "MoleculeGenerator")
 __all__ = ["__version__", "CHECKPOINT_FORMAT", *_API]
 
 

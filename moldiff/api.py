@@ -215,3 +215,36 @@ def evaluate(
     converted = [m if isinstance(m, Molecule) else from_rdkit(m) for m in items]
     ref = open_reference(reference, data_root) if reference is not None else None
     return evaluate_molecules(converted, ref, steps=steps)
+
+
+def predict_properties(
+    mols: Iterable[Chem.Mol | Molecule],
+    predictor: str | Path | None = None,
+    targets: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """Predict alpha, gap, homo, lumo, mu and Cv of each molecule with the shipped QM9 property predictor
+    (the E(3)-invariant network that scores conditional generation), as ``moldiff-evaluate predict=true``.
+
+    Args:
+        mols: RDKit molecules with a 3D conformer and explicit hydrogens, or ``Molecule`` objects.
+        predictor: a predictor checkpoint; None uses the shipped one.
+        targets: values to score molecules against when they carry no ``target_<property>`` property
+            (conditional samples do).
+
+    Returns:
+        ``properties`` (per property: ``unit``, ``mean``, ``std``, ``mae_vs_target``, ``n_targets``),
+        ``properties_order`` and ``values`` (one list per molecule in that order; None for a molecule
+        with an element outside the predictor's vocabulary).
+    """
+    from moldiff.chem.molecule import Molecule
+    from moldiff.chem.rdkit_conv import from_rdkit
+    from moldiff.metrics.properties import predict_properties as predict
+    from moldiff.training.checkpoint import CheckpointError
+    from moldiff.training.property_module import load_property_module
+
+    converted = [m if isinstance(m, Molecule) else from_rdkit(m) for m in mols]
+    try:
+        model = load_property_module(predictor)
+    except CheckpointError as exc:
+        raise ValueError(str(exc)) from None
+    return predict(converted, model, dict(targets or {}))

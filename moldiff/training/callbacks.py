@@ -123,6 +123,11 @@ class FinalCheckpoint(L.Callback):
         path = dirpath / (self.FILENAME.format(step=step) + ".ckpt")
         trainer.save_checkpoint(path, weights_only=False)  # the full training state
         trainer.save_checkpoint(dirpath / "last.ckpt", weights_only=False)
+        if periodic is not None and hasattr(periodic, "_last_checkpoint_saved"):
+            # the periodic callback would otherwise write its own "last" after this one (as last-v1.ckpt, and
+            # after EMAWeightAveraging has swapped the averaged weights in)
+            periodic._last_checkpoint_saved = str(dirpath / "last.ckpt")
+            periodic.last_model_path = str(dirpath / "last.ckpt")
         if trainer.is_global_zero:
             log.info("final checkpoint at step %d: %s", step, path)
 

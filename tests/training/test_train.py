@@ -353,3 +353,17 @@ def test_conditioning_masks_in_training(data_root, subsets):
     # the ranges the sampler warns with are those of the training split
     lo, hi = module.hparams["conditioning"]["range"]["gap"]
     assert lo < module.statistics["prop_mean"]["gap"] < hi
+
+
+def test_a_run_ending_between_periodic_checkpoints_leaves_one_last(data_root, tmp_path):
+    """The end-of-training checkpoint is step<N>.ckpt + last.ckpt; no second "last-v1.ckpt" (with EMA weights)."""
+    run = tmp_path / "run"
+    overrides = [o for o in TINY_TRAIN if not o.startswith(("trainer.max_steps", "checkpoint."))]
+    run_cli("train", *overrides, f"data.root={data_root}", f"run_dir={run}", "trainer.max_steps=3",
+            "checkpoint.every_n_train_steps=100")
+    names = sorted(p.name for p in (run / "checkpoints").iterdir())
+    assert names == ["last.ckpt", "step0000003.ckpt"], names
+    last = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    step = torch.load(run / "checkpoints" / "step0000003.ckpt", weights_only=True)
+    for k, v in step["state_dict"].items():
+        assert torch.equal(v, last["state_dict"][k])
