@@ -84,7 +84,7 @@ class MoleculeGenerator:
         batch_size: int = 100,
         sampler: str = "ancestral",
         num_atoms: int | list[int] | None = None,
-        guidance_scale: float = 1.0,
+        guidance_scale: float | None = None,
         relax: str = "none",
         time_power: float | None = None,
     ) -> list[Chem.Mol]:
@@ -104,7 +104,8 @@ class MoleculeGenerator:
             sampler: ``ancestral`` or ``ddim``.
             time_power: spacing of the time grid (``moldiff-sample``'s ``time_power``; None: its default).
             num_atoms: None (the training histogram), a fixed atom count, or a range ``[lo, hi]``.
-            guidance_scale: classifier-free guidance weight of a conditional model (1 = plain conditional).
+            guidance_scale: classifier-free guidance weight of a conditional model (1 = plain conditional;
+                None: the model's default, 4 for the shipped ``qm9_conditional``).
             relax: ``none``, ``mmff`` (MMFF94s, else UFF) or ``uff``: force-field relaxation of the
                 sanitizable molecules.
 
@@ -135,6 +136,7 @@ class MoleculeGenerator:
         cli.check_numbers(cfg)
         cli.check_decode_relax(cfg)
         atoms = cli.parse_num_atoms(cfg.num_atoms)
+        cli.resolve_guidance(cfg, self.model)
         targets = cli.read_targets(cfg, self.model, n)
         cli.warn_untrained_settings(cfg, self.model, atoms)
         mols: list[Molecule] = []

@@ -29,6 +29,8 @@ def main(argv=None) -> None:
     ap.add_argument("ckpt")
     ap.add_argument("--name", default="qm9_default")
     ap.add_argument("--half", action="store_true")
+    ap.add_argument("--guidance-scale", type=float, default=None,
+                    help="record this classifier-free guidance weight as the conditional model's sampling default")
     ap.add_argument("--weights", choices=("ema", "raw"), default="ema",
                     help="the averaged weights (default) or the optimiser's current ones")
     ap.add_argument("--hardware", required=True)
@@ -53,7 +55,13 @@ def main(argv=None) -> None:
         "wall_time_min": a.wall_time_min, "recipe": a.recipe, "source_checkpoint": Path(a.ckpt).name,
         "exported": datetime.date.today().isoformat(), "weights": "EMA" if a.weights == "ema" else "raw (last optimiser step)", "dtype": "float16" if a.half else "float32",
     }
-    out = {"state_dict": state, "hyper_parameters": ck["hyper_parameters"], "training_record": record}
+    hparams = ck["hyper_parameters"]
+    if a.guidance_scale is not None:
+        if not (hparams.get("conditioning") or {}).get("properties"):
+            raise SystemExit("--guidance-scale needs a conditional model")
+        hparams = {**hparams, "conditioning": {**hparams["conditioning"], "guidance_scale": a.guidance_scale}}
+        record["default_guidance_scale"] = a.guidance_scale
+    out = {"state_dict": state, "hyper_parameters": hparams, "training_record": record}
     path = a.out_dir / f"{a.name}.pt"
     torch.save(out, path)
     size = path.stat().st_size

@@ -13,7 +13,7 @@ from pathlib import Path
 import hydra
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 from torch_geometric.data import Batch
 from tqdm import tqdm
 
@@ -325,8 +325,8 @@ def check_numbers(cfg: DictConfig) -> None:
         if not isinstance(cfg[key], bool):
             raise ValueError(f"{key} must be true or false, got {cfg[key]!r}")
     g = cfg.guidance_scale
-    if isinstance(g, bool) or not isinstance(g, (int, float)) or not np.isfinite(g):
-        raise ValueError(f"guidance_scale must be a number, got {g!r}")
+    if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not np.isfinite(g)):
+        raise ValueError(f"guidance_scale must be a number or null (the model's own), got {g!r}")
     for key, value in given_targets(cfg).items():
         _number(value, f"conditioning.{key}")
     p = cfg.time_power
@@ -428,6 +428,13 @@ def check_fragment_fits(cfg: DictConfig, model: LoadedModel, num_atoms: int | li
     if num_atoms is None and largest < min_atoms:
         raise ValueError(f"the fragment {cfg.inpaint.sdf} has {fragment.num_atoms} atoms, but the model's "
                          f"training molecules have at most {largest}; give num_atoms= (>= {min_atoms})")
+
+
+def resolve_guidance(cfg: DictConfig, model: LoadedModel) -> None:
+    """``guidance_scale=null`` -> the scale the model records as its default (1 when it records none)."""
+    if cfg.guidance_scale is None:
+        with open_dict(cfg):
+            cfg.guidance_scale = model.default_guidance_scale
 
 
 def warn_untrained_settings(cfg: DictConfig, model: LoadedModel, num_atoms: int | list[int] | None) -> None:
@@ -567,6 +574,7 @@ def generate(cfg: DictConfig) -> dict:
     num_atoms = parse_num_atoms(cfg.num_atoms)
     device = pick_device(cfg.device)
     model = load_checkpoint(default_ckpt(cfg), device)
+    resolve_guidance(cfg, model)
     targets = read_targets(cfg, model, cfg.n_samples)
     fragment = read_fragment(cfg.inpaint.sdf, model) if cfg.inpaint.sdf else None
     if fragment is not None:

@@ -48,6 +48,12 @@ class LoadedModel:
         return dict((self.hparams.get("conditioning") or {}).get("range", {}) or {})
 
     @property
+    def default_guidance_scale(self) -> float:
+        """Classifier-free guidance weight this model samples with by default (``conditioning.guidance_scale``
+        of its record; 1 = plain conditional)."""
+        return float((self.hparams.get("conditioning") or {}).get("guidance_scale", 1.0))
+
+    @property
     def property_units(self) -> dict[str, str]:
         return dict((self.hparams.get("conditioning") or {}).get("units", {}) or {})
 
