@@ -44,13 +44,13 @@ def predict_array(predictor, graphs: list, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(out) if out else np.zeros((0, len(predictor.properties)))
 
 
-def predict_properties(mols: Sequence[Molecule], predictor=None,
+def predict_properties(mols: Sequence[Molecule], predictor,
                        targets: dict[str, float] | None = None) -> dict[str, Any]:
     """Predict every molecule's properties; summarise them and their error against ``target_<p>`` tags.
 
     Args:
         mols: molecules with 3D coordinates.
-        predictor: a loaded ``PropertyModule``; None loads the shipped QM9 predictor.
+        predictor: a loaded ``PropertyModule`` (``moldiff.training.property_module.load_property_module``).
         targets: one target per property for every molecule (e.g. to score unconditional samples
             against the value a conditional run aimed at); a molecule's own tag wins.
 
@@ -58,10 +58,6 @@ def predict_properties(mols: Sequence[Molecule], predictor=None,
         ``{"predictor", "n_molecules", "n_predicted", "properties": {p: {"unit", "mean", "std",
         "n_targets", "mae_vs_target"}}, "values": [[...] per molecule, None where not predicted]}``.
     """
-    from moldiff.training.property_module import load_property_module
-
-    if predictor is None:
-        predictor = load_property_module(None)
     graphs, kept = molecule_graphs(mols, predictor.vocab)
     pred = predict_array(predictor, graphs)
     props = predictor.properties
