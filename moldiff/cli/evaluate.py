@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from moldiff.chem.io import MoleculeInputError, draw_grid, read_molecules
-from moldiff.cli.common import USER_ERRORS
+from moldiff.cli.common import USER_ERRORS, as_number
 from moldiff.metrics import evaluate_molecules, format_table
 from moldiff.metrics.posebusters import MissingExtraError
 from moldiff.utils.io import atomic_write
@@ -191,11 +191,8 @@ def predict_targets(cfg: DictConfig) -> dict[str, float]:
     """``predict_targets.<property>=value`` entries that were set (one-line error for a non-number)."""
     out = {}
     for key, value in (cfg.get("predict_targets") or {}).items():
-        if value is None:
-            continue
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ValueError(f"predict_targets.{key} must be a number, got {value!r}")
-        out[str(key)] = float(value)
+        if value is not None:
+            out[str(key)] = as_number(value, f"predict_targets.{key}")
     return out
 
 

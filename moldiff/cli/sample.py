@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from moldiff.chem.molecule import Molecule
 from moldiff.chem.relax import RELAX_METHODS
-from moldiff.cli.common import friendly_errors
+from moldiff.cli.common import as_number, friendly_errors
 from moldiff.data.graph import data_to_molecules
 from moldiff.sampling.prior import sample_num_atoms
 from moldiff.sampling.sampler import SAMPLERS, Fragment, sample
@@ -65,18 +65,6 @@ def default_ckpt(cfg: DictConfig) -> str | None:
         raise ValueError(f"{exc} (targets need a conditional model)") from None
 
 
-def _number(value: object, where: str) -> float:
-    if isinstance(value, bool):
-        raise ValueError(f"{where}: expected a number, got {value!r}")
-    try:
-        out = float(value)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
-        raise ValueError(f"{where}: expected a number, got {value!r}") from None
-    if not np.isfinite(out):
-        raise ValueError(f"{where}: expected a finite number, got {value!r}")
-    return out
-
-
 def read_targets(cfg: DictConfig, model: LoadedModel, n: int) -> torch.Tensor | None:
     """Raw target values ``[n, P]`` (dataset units) from ``conditioning.<prop>=value`` or
     ``conditioning.targets_csv``; NaN where a property is not given (a model trained on property subsets
@@ -101,7 +89,7 @@ def read_targets(cfg: DictConfig, model: LoadedModel, n: int) -> torch.Tensor | 
         if not given:
             log.warning("warning: no target given (conditioning.<property>=VALUE); sampling without conditioning")
             return None
-        row = [_number(given[p], f"conditioning.{p}") if p in given else float("nan") for p in props]
+        row = [as_number(given[p], f"conditioning.{p}") if p in given else float("nan") for p in props]
         t = torch.tensor([row] * n, dtype=torch.float32)
     missing = [p for k, p in enumerate(props) if torch.isnan(t[:, k]).any()]
     if missing and not subsets:
@@ -128,7 +116,7 @@ def read_targets_csv(path: Path, props: list[str]) -> torch.Tensor:
         raise ValueError(f"{path}: unknown columns {unknown} (the model conditions on {props})")
     vals = []
     for k, row in enumerate(rows, start=2):
-        vals.append([_number(row[p], f"{path}, line {k}, column {p}") if (row.get(p) or "").strip() else float("nan")
+        vals.append([as_number(row[p], f"{path}, line {k}, column {p}") if (row.get(p) or "").strip() else float("nan")
                      for p in props])
     return torch.tensor(vals, dtype=torch.float32)
 
@@ -196,9 +184,8 @@ def check_decode_relax(cfg: DictConfig) -> None:
             raise ValueError(f"decode_time_limit must be > 0 seconds, got {cfg.decode_time_limit}")
         if cfg.decode_max_bond_length is not None and not cfg.decode_max_bond_length > 0:
             raise ValueError(f"decode_max_bond_length must be > 0 Angstrom or null, got {cfg.decode_max_bond_length}")
-        widen = cfg.get("decode_widen_bond_length")
-        if widen is not None and (isinstance(widen, bool) or not isinstance(widen, (int, float)) or not widen > 0):
-            raise ValueError(f"decode_widen_bond_length must be > 0 Angstrom or null, got {widen}")
+        if cfg.get("decode_widen_bond_length") is not None:
+            as_number(cfg.decode_widen_bond_length, "decode_widen_bond_length (Angstrom, or null)", positive=True)
         if not _sampler_gives_probabilities():
             raise ValueError("decode=map needs the last step's probabilities, which this sampler does not return")
 
@@ -324,14 +311,11 @@ def check_numbers(cfg: DictConfig) -> None:
     for key in SWITCHES:
         if not isinstance(cfg[key], bool):
             raise ValueError(f"{key} must be true or false, got {cfg[key]!r}")
-    g = cfg.guidance_scale
-    if g is not None and (isinstance(g, bool) or not isinstance(g, (int, float)) or not np.isfinite(g)):
-        raise ValueError(f"guidance_scale must be a number or null (the model's own), got {g!r}")
+    if cfg.guidance_scale is not None:
+        as_number(cfg.guidance_scale, "guidance_scale (or null: the model's own)")
     for key, value in given_targets(cfg).items():
-        _number(value, f"conditioning.{key}")
-    p = cfg.time_power
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not (np.isfinite(p) and p > 0):
-        raise ValueError(f"time_power must be a number > 0, got {p!r}")
+        as_number(value, f"conditioning.{key}")
+    as_number(cfg.time_power, "time_power", positive=True)
     parse_num_atoms(cfg.num_atoms)
 
 
