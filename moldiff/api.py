@@ -79,7 +79,7 @@ class MoleculeGenerator:
         steps: int = 100,
         seed: int = 0,
         conditioning: Mapping[str, float] | None = None,
-        decode: str = "argmax",
+        decode: str = "map",
         *,
         batch_size: int = 100,
         sampler: str = "ancestral",
@@ -87,6 +87,7 @@ class MoleculeGenerator:
         guidance_scale: float | None = None,
         relax: str = "none",
         time_power: float | None = None,
+        temperature: float | None = None,
     ) -> list[Chem.Mol]:
         """Sample ``n`` molecules.
 
@@ -97,12 +98,14 @@ class MoleculeGenerator:
             conditioning: target value of each property the model is conditioned on, in dataset units
                 (QM9: ``gap``/``homo``/``lumo`` meV, ``alpha`` bohr^3, ``mu`` D, ``Cv`` cal/mol/K); None
                 for an unconditional model.
-            decode: ``argmax`` (each atom, charge and bond class on its own) or ``map`` (the most probable
-                joint assignment with allowed valences, one connected molecule; argmax when none is found
-                in time).
+            decode: ``map`` (the most probable joint assignment of atom types, charges and bonds with allowed
+                valences, one connected molecule; argmax when none is found in time) or ``argmax`` (each class
+                on its own: the raw model output).
             batch_size: molecules sampled together.
             sampler: ``ancestral`` or ``ddim``.
             time_power: spacing of the time grid (``moldiff-sample``'s ``time_power``; None: its default).
+            temperature: categorical sampling temperature of the intermediate steps (``moldiff-sample``'s
+                ``temperature``; None: its default).
             num_atoms: None (the training histogram), a fixed atom count, or a range ``[lo, hi]``.
             guidance_scale: classifier-free guidance weight of a conditional model (1 = plain conditional;
                 None: the model's default, 4 for the shipped ``qm9_conditional``).
@@ -131,6 +134,8 @@ class MoleculeGenerator:
                         num_atoms=num_atoms, guidance_scale=guidance_scale, relax=relax, progress=False)
         if time_power is not None:
             settings["time_power"] = time_power
+        if temperature is not None:
+            settings["temperature"] = temperature
         settings["conditioning"] = {**{k: None for k in settings["conditioning"]}, **given}
         cfg = OmegaConf.create(settings)
         cli.check_numbers(cfg)

@@ -109,7 +109,7 @@ def score_variant(name: str, a: argparse.Namespace, env: dict) -> dict:
         return json.loads(result_file.read_text())
     log = out / "log.txt"
     sdf = out / "samples.sdf"
-    run([str(BIN / "moldiff-sample"), f"ckpt={out / 'model.pt'}", f"n_samples={a.samples}", f"steps={a.steps}", "seed=0",
+    run([str(BIN / "moldiff-sample"), f"ckpt={out / 'model.pt'}", f"n_samples={a.samples}", f"steps={a.steps}", "seed=0", "decode=argmax",
          f"out={sdf}", "progress=false", "resume=false"], log, env)
     run([str(BIN / "moldiff-evaluate"), f"input={sdf}", f"reference={a.reference}", f"json={out / 'metrics.json'}",
          *([f"data_root={a.data_root}"] if a.data_root else [])], log, env)

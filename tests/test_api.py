@@ -34,6 +34,7 @@ def test_the_documented_example_runs(tmp_path, monkeypatch, capsys):
         assert mol.GetNumAtoms() == mol.GetConformer().GetPositions().shape[0]
         assert any(a.GetSymbol() == "H" for a in mol.GetAtoms())  # explicit hydrogens
     assert [m.GetProp("moldiff_decoding") for m in decoded] == ["map"] * len(decoded)
+    assert [m.GetProp("moldiff_decoding") for m in mols] == ["argmax"] * len(mols)
     assert len(Chem.SDMolSupplier(str(tmp_path / "samples.sdf"), sanitize=False, removeHs=False)) == len(decoded)
     assert 0.0 <= metrics["validity"] <= 1.0 and 0.0 <= metrics["atom_stability"] <= 1.0
     assert "MoleculeGenerator(" in capsys.readouterr().out

@@ -316,6 +316,7 @@ def check_numbers(cfg: DictConfig) -> None:
     for key, value in given_targets(cfg).items():
         as_number(value, f"conditioning.{key}")
     as_number(cfg.time_power, "time_power", positive=True)
+    as_number(cfg.temperature, "temperature", positive=True)
     parse_num_atoms(cfg.num_atoms)
 
 
@@ -438,7 +439,8 @@ def run_settings(cfg: DictConfig, model: LoadedModel, targets: torch.Tensor | No
     """Everything that changes the molecules written: a rerun resumes only with identical settings."""
     return {
         "ckpt": model.path, "ckpt_sha256": file_sha256(model.path), "n_samples": cfg.n_samples, "steps": cfg.steps,
-        "sampler": cfg.sampler, "time_power": float(cfg.time_power), "seed": cfg.seed, "batch_size": cfg.batch_size,
+        "sampler": cfg.sampler, "time_power": float(cfg.time_power),
+        "temperature": float(cfg.temperature), "seed": cfg.seed, "batch_size": cfg.batch_size,
         "num_atoms": num_atoms,
         "guidance_scale": cfg.guidance_scale, "inpaint": cfg.inpaint.sdf,
         "targets": None if targets is None else [[None if np.isnan(v) else v for v in targets[0].tolist()]]
@@ -458,7 +460,7 @@ def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedM
         idx = lo + k
         m.name = f"moldiff_{idx:06d}"
         m.props = {"moldiff_index": idx, "moldiff_steps": cfg.steps, "moldiff_sampler": cfg.sampler,
-                   "moldiff_time_power": float(cfg.time_power),
+                   "moldiff_time_power": float(cfg.time_power), "moldiff_temperature": float(cfg.temperature),
                    "moldiff_seed": cfg.seed, "moldiff_checkpoint": Path(model.path).name,
                    "moldiff_decoding": cfg.decode}
         if statuses is not None:
@@ -491,7 +493,7 @@ def sample_batch(b: int, cfg: DictConfig, model: LoadedModel, targets: torch.Ten
     extra = {"return_probs": True} if cfg.decode == "map" else {}
     out = sample(
         model.diffusion, model.denoiser_fn(None), counts, steps=cfg.steps, sampler=cfg.sampler,
-        time_power=float(cfg.time_power),
+        time_power=float(cfg.time_power), temperature=float(cfg.temperature),
         guided_denoiser=guided, guidance_scale=cfg.guidance_scale, fragment=fragment,
         generator=dev_gen, device=device, **extra,
     )

@@ -70,6 +70,7 @@ BAD = [
     (["num_atoms=0"], ["num_atoms", "got 0"]),
     (["sampler=euler"], ["sampler='euler'", "ancestral", "ddim"]),
     (["time_power=0"], ["time_power must be a number > 0", "got 0"]),
+    (["temperature=-1"], ["temperature must be a number > 0", "got -1"]),
     (["conditioning.gap=abc"], ["conditioning.gap", "'abc'"]),
     (["resume=maybe"], ["resume must be true or false"]),
     (["out=folder"], ["out=folder is an existing folder"]),

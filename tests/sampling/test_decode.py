@@ -328,7 +328,8 @@ def test_cli_sample_with_map_decoding(tmp_path):
     from moldiff.cli.evaluate import evaluate_file
 
     out = tmp_path / "map.sdf"
-    p = run_cli("sample", "n_samples=4", "steps=3", "batch_size=4", "decode=map", f"out={out}", "seed=0", "progress=false")
+    # map is the default decoding
+    p = run_cli("sample", "n_samples=4", "steps=3", "batch_size=4", f"out={out}", "seed=0", "progress=false")
     assert "decoding: map" in p.stdout
     mols = read_sdf(out)
     assert len(mols) == 4
@@ -344,7 +345,7 @@ def test_cli_sample_with_map_decoding(tmp_path):
             assert strict_stability(m)[0].all(), m.name  # every atom has an allowed valence
     # the same run with argmax decoding: same settings otherwise, tagged argmax
     raw = tmp_path / "argmax.sdf"
-    run_cli("sample", "n_samples=4", "steps=3", "batch_size=4", f"out={raw}", "seed=0", "progress=false")
+    run_cli("sample", "n_samples=4", "steps=3", "batch_size=4", f"out={raw}", "seed=0", "progress=false", "decode=argmax")
     assert {m.props["moldiff_decoding"] for m in read_sdf(raw)} == {"argmax"}
     assert evaluate_file(raw)["decoding"] == "argmax"
 

@@ -502,3 +502,28 @@ def test_time_grid_spacing():
     assert (g[1:] < g[:-1]).all()
     with pytest.raises(ValueError, match="power"):
         time_grid(4, power=0.0)
+
+
+def test_temperature_sharpens_the_intermediate_categorical_draws():
+    """The states fed to the second call were drawn with the first call's probabilities at temperature T:
+    with T < 1 more of them take the most probable class; T = 1 is the default exactly."""
+    diff, _ = toy_model()
+    counts = torch.full((300,), 5)
+    seen = []
+
+    def fixed_logits(pos, h, ei, e, batch, t, G, **kw):
+        seen.append(h[:, :3].argmax(-1).clone())  # noisy atom-type states given to the network
+        la = torch.tensor([1.0, 0.5, 0.0]).expand(pos.shape[0], 3)
+        return torch.zeros_like(pos), la, torch.zeros(pos.shape[0], 3), torch.zeros(ei.shape[1], 4)
+
+    share = {}
+    for T in (1.0, 0.1):
+        seen.clear()
+        sample(diff, fixed_logits, counts, steps=2, temperature=T, generator=torch.Generator().manual_seed(0))
+        share[T] = (seen[1] == 0).float().mean().item()
+    assert share[0.1] > share[1.0] + 0.05
+    a = sample(diff, fixed_logits, counts[:4], steps=3, generator=torch.Generator().manual_seed(1))
+    b = sample(diff, fixed_logits, counts[:4], steps=3, temperature=1.0, generator=torch.Generator().manual_seed(1))
+    assert torch.equal(a.pos, b.pos) and torch.equal(a.atom_types, b.atom_types)
+    with pytest.raises(ValueError, match="temperature"):
+        sample(diff, fixed_logits, counts[:2], steps=2, temperature=0.0)
