@@ -6,7 +6,7 @@
     mols = model.sample(8, steps=50, seed=0)          # RDKit Mols with one 3D conformer each
     metrics = moldiff.evaluate(mols)                  # stability, validity, uniqueness, ...
 
-Sampling runs the same code as ``moldiff-sample`` (``moldiff.cli.sample``): the same settings give the
+Sampling runs the same code as ``moldiff-sample`` (``moldiff.generate``): the same settings give the
 same molecules as the command line (same device, same ``batch_size``). Everything heavy (torch, RDKit)
 is imported on first use, so ``import moldiff`` stays light.
 """
@@ -28,18 +28,6 @@ PRETRAINED = {"qm9": "qm9_default", "qm9_conditional": "qm9_conditional"}
 
 #: Values of ``decode`` in :meth:`MoleculeGenerator.sample`.
 DECODINGS = ("argmax", "map")
-
-
-def _sample_defaults() -> dict[str, Any]:
-    """The defaults of ``moldiff-sample`` (``conf/sample.yaml``) as a plain dict, without Hydra's keys."""
-    from importlib import resources
-
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.create((resources.files("moldiff.conf") / "sample.yaml").read_text())
-    for key in ("defaults", "hydra"):
-        cfg.pop(key, None)
-    return OmegaConf.to_container(cfg, resolve=False)
 
 
 class MoleculeGenerator:
@@ -125,10 +113,11 @@ class MoleculeGenerator:
             raise ValueError(f"n must be a whole number >= 1, got {n!r}")
         from omegaconf import OmegaConf
 
+        from moldiff import generate
         from moldiff.chem.rdkit_conv import to_rdkit
-        from moldiff.cli import sample as cli
+        from moldiff.config import packaged
 
-        settings = _sample_defaults()
+        settings = packaged("sample.yaml")
         given = dict(conditioning or {})
         settings.update(n_samples=n, steps=steps, seed=seed, decode=decode, batch_size=batch_size, sampler=sampler,
                         num_atoms=num_atoms, guidance_scale=guidance_scale, relax=relax, progress=False)
@@ -138,15 +127,15 @@ class MoleculeGenerator:
             settings["temperature"] = temperature
         settings["conditioning"] = {**{k: None for k in settings["conditioning"]}, **given}
         cfg = OmegaConf.create(settings)
-        cli.check_numbers(cfg)
-        cli.check_decode_relax(cfg)
-        atoms = cli.parse_num_atoms(cfg.num_atoms)
-        cli.resolve_guidance(cfg, self.model)
-        targets = cli.read_targets(cfg, self.model, n)
-        cli.warn_untrained_settings(cfg, self.model, atoms)
+        generate.check_numbers(cfg)
+        generate.check_decode_relax(cfg)
+        atoms = generate.parse_num_atoms(cfg.num_atoms)
+        generate.resolve_guidance(cfg, self.model)
+        targets = generate.read_targets(cfg, self.model, n)
+        generate.warn_untrained_settings(cfg, self.model, atoms)
         mols: list[Molecule] = []
         for b in range((n + batch_size - 1) // batch_size):
-            kept, _, _ = cli.sample_batch(b, cfg, self.model, targets, None, atoms, self.device)
+            kept, _, _ = generate.sample_batch(b, cfg, self.model, targets, None, atoms, self.device)
             mols += kept
         return [to_rdkit(m) for m in mols]
 
@@ -167,7 +156,7 @@ def load_pretrained(name: str | Path = "qm9", device: str = "auto") -> MoleculeG
     Raises:
         ValueError: an unknown name, a missing or unreadable file, or a checkpoint of another format.
     """
-    from moldiff.cli.sample import load_checkpoint, pick_device
+    from moldiff.generate import load_checkpoint, pick_device
 
     path: str | None
     if str(name) in PRETRAINED:

@@ -24,14 +24,11 @@ import argparse
 import copy
 import math
 import statistics as st
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sampling import (  # noqa: E402
+from moldiff.bench import (
     build_ours,
     configure_threads,
     device_name,
@@ -46,8 +43,8 @@ from bench_sampling import (  # noqa: E402
     sync,
 )
 
-from moldiff.models.egnn import EGNNBaseline  # noqa: E402
-from moldiff.utils.graph import full_edge_index, reverse_edge_index  # noqa: E402
+from moldiff.models.egnn import EGNNBaseline
+from moldiff.utils.graph import full_edge_index, reverse_edge_index
 
 
 def molecule_batch(n: int, batch_size: int, density: float, diffusion, device, seed: int = 0):

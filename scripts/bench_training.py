@@ -27,22 +27,18 @@ The last line printed is a JSON object with every row.
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sampling import (  # noqa: E402
-    DEFAULT_DIFFUSION,
+from moldiff.config import diffusion_defaults, model_preset
+from moldiff.bench import (
     configure_threads,
     device_name,
     emit_result,
     fmt_table,
     ints,
     load_statistics,
-    model_preset,
     num_params,
     peak_mem_mb,
     reset_peak,
@@ -50,9 +46,9 @@ from bench_sampling import (  # noqa: E402
     sync,
 )
 
-from moldiff.data.graph import make_data  # noqa: E402
-from moldiff.models.egnn import EGNNBaseline  # noqa: E402
-from moldiff.training.module import DiffusionModule  # noqa: E402
+from moldiff.data.graph import make_data
+from moldiff.models.egnn import EGNNBaseline
+from moldiff.training.module import DiffusionModule
 
 PRESET_ORDER = {"tiny": 0, "small": 1, "large": 2, "edm": 3}
 
@@ -88,7 +84,7 @@ def qm9_batches(cache, n_batches: int, batch_size: int, seed: int = 0):
 
 def make_module(preset: str, vocab, stats) -> DiffusionModule:
     cfg = model_preset("small" if preset == "edm" else preset)
-    module = DiffusionModule(cfg, DEFAULT_DIFFUSION, {}, {"name": "bench", "vocab": vocab.to_dict(), "statistics": stats})
+    module = DiffusionModule(cfg, diffusion_defaults(), {}, {"name": "bench", "vocab": vocab.to_dict(), "statistics": stats})
     if preset == "edm":
         module.net = EGNNBaseline.for_diffusion(module.diffusion)
     return module

@@ -105,9 +105,10 @@ def tiny_ckpt(data_root, tmp_path_factory) -> Path:
     return ckpt
 
 
-def interrupt_second_batch(cli, monkeypatch):
-    """Make ``cli.sample`` raise KeyboardInterrupt on its second call (as Ctrl-C would); returns the real one."""
-    real = cli.sample
+def interrupt_second_batch(module, monkeypatch):
+    """Make ``module.sample`` (the sampler as ``moldiff.generate`` calls it) raise KeyboardInterrupt on its
+    second call (as Ctrl-C would); returns the real one."""
+    real = module.sample
     calls = {"n": 0}
 
     def interrupting(*a, **k):
@@ -116,7 +117,7 @@ def interrupt_second_batch(cli, monkeypatch):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(cli, "sample", interrupting)
+    monkeypatch.setattr(module, "sample", interrupting)
     return real
 
 

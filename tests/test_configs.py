@@ -84,16 +84,17 @@ def test_experiments_build_their_module_and_trainer(experiment, tmp_path):
     assert t.max_steps == c.trainer.max_steps
 
 
-@pytest.mark.parametrize("entry, module", [("sample", "moldiff/cli/sample.py"), ("evaluate", "moldiff/cli/evaluate.py"),
-                                            ("prepare", "moldiff/cli/prepare.py")])
-def test_every_option_of_an_entry_point_is_read(entry, module):
+@pytest.mark.parametrize("entry, modules", [("sample", ["moldiff/cli/sample.py", "moldiff/generate.py"]),
+                                             ("evaluate", ["moldiff/cli/evaluate.py"]), ("prepare", ["moldiff/cli/prepare.py"])])
+def test_every_option_of_an_entry_point_is_read(entry, modules):
     """No dead option: each top-level key of the entry point's config is read by its command."""
     from pathlib import Path
 
     from omegaconf import OmegaConf
 
     repo = Path(__file__).resolve().parents[1]
-    source = (repo / module).read_text()
+    source = "\n".join((repo / m).read_text() for m in modules)
+    module = " / ".join(modules)
     raw = OmegaConf.load(repo / "conf" / f"{entry}.yaml")
     keys = [k for k in raw if k not in ("defaults", "hydra")]
     unread = [k for k in keys if f"cfg.{k}" not in source and f'"{k}"' not in source and f"'{k}'" not in source]
@@ -104,3 +105,49 @@ def test_every_option_of_an_entry_point_is_read(entry, module):
 def test_data_groups_compose(data):
     c = cfg("train", [f"data={data}"])
     assert c.data.name == data
+
+
+# ---------------------------------------------------------------- one source for every default
+
+
+def test_partial_settings_are_completed_with_the_values_a_composed_run_gets():
+    """Code that builds from a partial dict gets exactly the composed ``moldiff-train`` defaults (the YAML
+    files are the only place a default is written)."""
+    from omegaconf import OmegaConf
+
+    from moldiff.training.builders import diffusion_settings, model_settings
+    from moldiff.training.module import DiffusionModule
+
+    c = cfg("train")
+    composed_diffusion = OmegaConf.to_container(c.diffusion, resolve=True)
+    assert diffusion_settings({}) == composed_diffusion
+    assert model_settings({}) == OmegaConf.to_container(c.model, resolve=True)
+    for preset in ("tiny", "medium", "legacy_small"):
+        full = OmegaConf.to_container(cfg("train", [f"model={preset}"]).model, resolve=True)
+        assert model_settings({"name": preset}) == full
+        assert model_settings({"name": preset, "num_layers": 3}) == {**full, "num_layers": 3}
+    optim = OmegaConf.to_container(cfg("train", ["trainer.max_steps=123"]).optim, resolve=True)
+    m = DiffusionModule(model={"name": "tiny"}, diffusion={}, optim={"total_steps": 123},
+                        dataset={"name": "qm9", "vocab": QM9_VOCAB.to_dict(), "statistics": STATS})
+    assert m.optim_cfg == {**optim, "betas": list(optim["betas"])}
+    d = m.diffusion
+    assert d.loss_weights == composed_diffusion["loss_weights"]
+    assert (d.pos_weighting, d.sigma_data, d.pos_weight_max) == (
+        composed_diffusion["pos_weighting"], composed_diffusion["sigma_data"], composed_diffusion["pos_weight_max"])
+
+
+def test_a_given_schedule_replaces_the_default_one_and_unknown_keys_are_refused():
+    from moldiff.training.builders import diffusion_settings, model_settings
+    from moldiff.training.module import DiffusionModule
+
+    poly = {"name": "polynomial", "s": 1.0e-5, "power": 2.0}
+    assert diffusion_settings({"pos": poly})["pos"] == poly
+    with pytest.raises(ValueError, match="unknown diffusion key 'loss_weight'"):
+        diffusion_settings({"loss_weight": {}})
+    with pytest.raises(ValueError, match="unknown diffusion.loss_weights key 'bond'"):
+        diffusion_settings({"loss_weights": {"bond": 1.0}})
+    with pytest.raises(ValueError, match="unknown model key 'num_layer'"):
+        model_settings({"name": "small", "num_layer": 2})
+    with pytest.raises(ValueError, match="unknown optim key 'learning_rate'"):
+        DiffusionModule(model={"name": "tiny"}, diffusion={}, optim={"learning_rate": 1.0},
+                        dataset={"name": "qm9", "vocab": QM9_VOCAB.to_dict(), "statistics": STATS})

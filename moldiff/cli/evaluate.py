@@ -27,7 +27,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
 from moldiff.chem.io import MoleculeInputError, draw_grid, read_molecules
-from moldiff.cli.common import USER_ERRORS, as_number
+from moldiff.cli.common import USER_ERRORS
+from moldiff.utils.validate import as_number
 from moldiff.metrics import evaluate_molecules, format_table
 from moldiff.metrics.posebusters import MissingExtraError
 from moldiff.utils.io import atomic_write

@@ -24,7 +24,6 @@ from typing import Iterator
 import numpy as np
 from tqdm import tqdm
 
-from moldiff.chem.molecule import Molecule
 from moldiff.data.cache import CacheWriter, MolCache
 from moldiff.data.recipe import DatasetRecipe
 from moldiff.data.splits import assign_splits

@@ -189,7 +189,6 @@ def _fragment_layout(fragment: Fragment, skel: Batch, device):
         raise ValueError(f"every molecule must have more atoms than the fragment ({k}); got counts {counts.tolist()}")
     local = torch.arange(skel.num_nodes, device=device) - skel.ptr[skel.batch]
     fixed = local < k
-    N = skel.num_nodes
     lidx = local.clamp_max(k - 1)
     frag_pos = fragment.pos.to(device, torch.float32)[lidx]
     fa = fragment.atom_types.to(device)[lidx]

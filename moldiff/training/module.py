@@ -9,6 +9,7 @@ import lightning as L
 import torch
 
 import moldiff
+from moldiff.config import optim_defaults, with_defaults
 from moldiff.data.vocab import Vocab
 from moldiff.training.builders import build_denoiser, build_diffusion
 
@@ -22,9 +23,13 @@ class BudgetScheduleMixin:
     (``optim_cfg``: ``lr``, ``weight_decay``, ``betas``, ``warmup_steps``, ``schedule``, ``min_lr_ratio``,
     ``total_steps``, ``total_minutes``). Shared by the denoiser and the property predictor."""
 
-    OPTIM_DEFAULTS = {"lr": 5e-4, "weight_decay": 1e-12, "warmup_steps": 500, "betas": (0.9, 0.999),
-                      "schedule": "constant", "total_steps": None, "total_minutes": None, "min_lr_ratio": 0.02,
-                      "nan_check_every": 20}
+    @staticmethod
+    def optim_settings(optim: dict[str, Any] | None) -> dict[str, Any]:
+        """``optim`` completed from ``train.yaml``'s ``optim`` section (the one source of its defaults)."""
+        c = with_defaults(optim_defaults(), optim, "optim")
+        if c["schedule"] not in ("constant", "cosine"):
+            raise ValueError(f"unknown optim.schedule {c['schedule']!r}; choose from ['constant', 'cosine']")
+        return c
 
     def configure_optimizers(self):
         c = self.optim_cfg
@@ -65,7 +70,7 @@ class DiffusionModule(BudgetScheduleMixin, L.LightningModule):
     loads with ``torch.load(weights_only=True)`` and rebuilds the model without the dataset).
 
     Args:
-        model: denoiser sizes (see ``moldiff.training.builders.MODEL_KEYS``).
+        model: denoiser settings (a preset of ``conf/model``; missing keys from the preset it names).
         diffusion: schedules, transition, loss weights.
         optim: ``lr``, ``weight_decay``, ``warmup_steps``, ``betas``, and the decay after warm-up:
             ``schedule`` (``constant`` or ``cosine``: to ``min_lr_ratio * lr`` at the end of the budget),
@@ -106,9 +111,7 @@ class DiffusionModule(BudgetScheduleMixin, L.LightningModule):
         )
         self.diffusion = build_diffusion(diffusion, self.vocab, self.statistics, bool(model.get("self_conditioning", False)))
         self.net = build_denoiser(model, self.vocab, self.diffusion, num_props=len(self.properties))
-        self.optim_cfg = {**self.OPTIM_DEFAULTS, **optim}
-        if self.optim_cfg["schedule"] not in ("constant", "cosine"):
-            raise ValueError(f"unknown optim.schedule {self.optim_cfg['schedule']!r}; choose from ['constant', 'cosine']")
+        self.optim_cfg = self.optim_settings(optim)
         self.validation_cfg = {"num_samples": 0, "steps": 50, **(validation or {})}
 
     # ------------------------------------------------------------------------------------ helpers

@@ -46,7 +46,7 @@ class PropertyModule(BudgetScheduleMixin, L.LightningModule):
         accepted = set(inspect.signature(PropertyPredictor.__init__).parameters) - {"self", "atom_in", "num_outputs"}
         kw = {k: v for k, v in model.items() if k in accepted}
         self.net = PropertyPredictor(self.vocab.num_atom_types + self.vocab.num_charges, num_outputs=len(self.properties), **kw)
-        self.optim_cfg = {**self.OPTIM_DEFAULTS, **optim}
+        self.optim_cfg = self.optim_settings(optim)
 
     @property
     def units(self) -> dict[str, str]:

@@ -138,6 +138,7 @@ def test_interrupted_relaxed_run_resumes_both_files(tmp_path, monkeypatch):
     from hydra import compose, initialize_config_module
 
     import moldiff.cli.sample as cli
+    import moldiff.generate as gen
 
     def cfg_for(out):
         with initialize_config_module("moldiff.conf", version_base="1.3"):
@@ -146,11 +147,11 @@ def test_interrupted_relaxed_run_resumes_both_files(tmp_path, monkeypatch):
 
     full = tmp_path / "full.sdf"
     cli.generate(cfg_for(full))
-    real = interrupt_second_batch(cli, monkeypatch)
+    real = interrupt_second_batch(gen, monkeypatch)
     part = tmp_path / "part.sdf"
     assert cli.generate(cfg_for(part))["n_molecules"] == 2
     assert len(read_sdf(tmp_path / "part.raw.sdf")) == 2
-    monkeypatch.setattr(cli, "sample", real)
+    monkeypatch.setattr(gen, "sample", real)
     res = cli.generate(cfg_for(part))
     assert res["complete"] and res["n_molecules"] == 4
     assert part.read_bytes() == full.read_bytes()

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
-import moldiff.cli.sample as cli
+import moldiff.generate as gen
 from moldiff.training.checkpoint import default_checkpoint
 from tests.conftest import interrupt_second_batch, run_sample_main
 
@@ -129,10 +129,10 @@ def test_missing_output_folder_is_created(work, capsys, monkeypatch):
 
 def test_resume_with_another_n_samples_is_a_settings_difference(work, capsys, monkeypatch):
     monkeypatch.chdir(work)
-    real = interrupt_second_batch(cli, monkeypatch)
+    real = interrupt_second_batch(gen, monkeypatch)
     code, _, err = run_main(capsys, *TINY, "out=part.sdf")
     assert code == 130 and "interrupted: 2 finished molecules kept in part.sdf" in err
-    monkeypatch.setattr(cli, "sample", real)
+    monkeypatch.setattr(gen, "sample", real)
     before = snapshot(work)
     code, _, err = run_main(capsys, *TINY, "out=part.sdf", "n_samples=6")
     assert code == 2 and len(err.strip().splitlines()) == 1

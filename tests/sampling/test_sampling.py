@@ -189,6 +189,7 @@ def test_interrupt_keeps_finished_molecules_and_resume_matches(tiny_ckpt, tmp_pa
     from hydra import compose, initialize_config_module
 
     import moldiff.cli.sample as cli
+    import moldiff.generate as gen
 
     def cfg_for(out):
         with initialize_config_module("moldiff.conf", version_base="1.3"):
@@ -197,12 +198,12 @@ def test_interrupt_keeps_finished_molecules_and_resume_matches(tiny_ckpt, tmp_pa
 
     full = tmp_path / "full.sdf"
     cli.generate(cfg_for(full))
-    real = interrupt_second_batch(cli, monkeypatch)
+    real = interrupt_second_batch(gen, monkeypatch)
     part = tmp_path / "part.sdf"
     res = cli.generate(cfg_for(part))
     assert res["complete"] is False and res["n_molecules"] == 2
     assert len([m for m in Chem.SDMolSupplier(str(part), removeHs=False, sanitize=False)]) == 2
-    monkeypatch.setattr(cli, "sample", real)
+    monkeypatch.setattr(gen, "sample", real)
     res = cli.generate(cfg_for(part))  # resumes: same settings
     assert res["complete"] and res["n_molecules"] == 6
     assert part.read_bytes() == full.read_bytes()
@@ -212,6 +213,7 @@ def test_resume_with_other_settings_refuses_and_keeps_the_partial(tiny_ckpt, tmp
     from hydra import compose, initialize_config_module
 
     import moldiff.cli.sample as cli
+    import moldiff.generate as gen
 
     out = tmp_path / "part.sdf"
 
@@ -220,9 +222,9 @@ def test_resume_with_other_settings_refuses_and_keeps_the_partial(tiny_ckpt, tmp
             return compose("sample", overrides=[f"ckpt={tiny_ckpt}", "n_samples=4", "batch_size=2", "steps=3",
                                                  f"out={out}", "progress=false", *extra])
 
-    real = interrupt_second_batch(cli, monkeypatch)
+    real = interrupt_second_batch(gen, monkeypatch)
     assert cli.generate(cfg_for())["n_molecules"] == 2
-    monkeypatch.setattr(cli, "sample", real)
+    monkeypatch.setattr(gen, "sample", real)
     partial = out.with_name(out.name + ".partial")
     before = partial.read_bytes()
     with pytest.raises(ValueError, match=r"part\.sdf\.partial holds 2 molecules.*steps: 3 then, 4 now"):
@@ -244,9 +246,9 @@ def _cfg(out, *extra):
         return compose("sample", overrides=[*TINY, f"out={out}", *extra])
 
 
-def _interrupt_at(cli, monkeypatch, call):
-    """Make ``cli.sample`` raise KeyboardInterrupt on its ``call``-th call (1 = inside the first batch)."""
-    real, calls = cli.sample, {"n": 0}
+def _interrupt_at(module, monkeypatch, call):
+    """Make ``module.sample`` raise KeyboardInterrupt on its ``call``-th call (1 = inside the first batch)."""
+    real, calls = module.sample, {"n": 0}
 
     def interrupting(*a, **k):
         calls["n"] += 1
@@ -254,7 +256,7 @@ def _interrupt_at(cli, monkeypatch, call):
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(cli, "sample", interrupting)
+    monkeypatch.setattr(module, "sample", interrupting)
     return real
 
 
@@ -283,34 +285,35 @@ def test_rejected_setting_keeps_an_existing_out(bad, tmp_path):
 
 def test_rerun_of_a_finished_command_samples_nothing_and_an_interrupted_rerun_keeps_out(tmp_path, monkeypatch, capsys):
     import moldiff.cli.sample as cli
+    import moldiff.generate as gen
 
     out = tmp_path / "o.sdf"
     assert cli.generate(_cfg(out))["n_molecules"] == 4
     done = out.read_bytes()
-    real = cli.sample
+    real = gen.sample
 
     def must_not_sample(*a, **k):
         raise AssertionError("a finished output was sampled again")
 
-    monkeypatch.setattr(cli, "sample", must_not_sample)
+    monkeypatch.setattr(gen, "sample", must_not_sample)
     res = cli.generate(_cfg(out))
     assert res["complete"] and res["n_molecules"] == 4 and out.read_bytes() == done
     assert "o.sdf is already complete (4 molecules with these settings)" in capsys.readouterr().out
     # sampling again on purpose (resume=false), interrupted after one batch: out stays complete
-    monkeypatch.setattr(cli, "sample", real)
-    _interrupt_at(cli, monkeypatch, 2)
+    monkeypatch.setattr(gen, "sample", real)
+    _interrupt_at(gen, monkeypatch, 2)
     res = cli.generate(_cfg(out, "resume=false"))
     assert not res["complete"] and res["n_molecules"] == 2 and out.read_bytes() == done
     assert "2 finished molecules kept in" in capsys.readouterr().err
     # the same command again: out is complete, the leftover of the interrupted rerun is cleared
-    monkeypatch.setattr(cli, "sample", must_not_sample)
+    monkeypatch.setattr(gen, "sample", must_not_sample)
     assert cli.generate(_cfg(out))["complete"] and out.read_bytes() == done
     assert sorted(_files(tmp_path)) == ["o.sdf", "o.sdf.run.json"]
     # other settings, interrupted: out untouched; resumed to the end: replaced by the new result
-    monkeypatch.setattr(cli, "sample", real)
-    _interrupt_at(cli, monkeypatch, 2)
+    monkeypatch.setattr(gen, "sample", real)
+    _interrupt_at(gen, monkeypatch, 2)
     assert not cli.generate(_cfg(out, "steps=3"))["complete"] and out.read_bytes() == done
-    monkeypatch.setattr(cli, "sample", real)
+    monkeypatch.setattr(gen, "sample", real)
     res = cli.generate(_cfg(out, "steps=3"))
     assert res["complete"] and res["n_molecules"] == 4 and out.read_bytes() != done
     assert {m.GetProp("moldiff_steps") for m in Chem.SDMolSupplier(str(out), sanitize=False)} == {"3"}
@@ -323,23 +326,23 @@ def _main(capsys, *overrides):
 
 
 def test_ctrl_c_exits_130_and_never_leaves_an_empty_out(tmp_path, monkeypatch, capsys):
-    import moldiff.cli.sample as cli
+    import moldiff.generate as gen
 
     out = tmp_path / "o.sdf"
-    real = _interrupt_at(cli, monkeypatch, 1)  # inside the first batch: nothing to keep
+    real = _interrupt_at(gen, monkeypatch, 1)  # inside the first batch: nothing to keep
     code, err = _main(capsys, *TINY, f"out={out}")
     assert code == 130 and "interrupted: no molecule was finished" in err
     assert _files(tmp_path) == {}
-    monkeypatch.setattr(cli, "sample", real)
-    _interrupt_at(cli, monkeypatch, 2)
+    monkeypatch.setattr(gen, "sample", real)
+    _interrupt_at(gen, monkeypatch, 2)
     code, err = _main(capsys, *TINY, f"out={out}")
     assert code == 130 and f"interrupted: 2 finished molecules kept in {out}" in err
     assert len(Chem.SDMolSupplier(str(out), sanitize=False)) == 2
     # an existing out of another run is left as it was by a run interrupted in its first batch
-    monkeypatch.setattr(cli, "sample", real)
+    monkeypatch.setattr(gen, "sample", real)
     assert _main(capsys, *TINY, f"out={out}")[0] == 0
     done = out.read_bytes()
-    _interrupt_at(cli, monkeypatch, 1)
+    _interrupt_at(gen, monkeypatch, 1)
     code, err = _main(capsys, *TINY, f"out={out}", "seed=5")
     assert code == 130 and f"{out} is left as it was" in err
     assert out.read_bytes() == done and sorted(_files(tmp_path)) == ["o.sdf", "o.sdf.run.json"]

@@ -14,7 +14,7 @@ from torch_geometric.data import Batch
 
 from moldiff.data.cache import load_cache
 from moldiff.data.datamodule import MolDataModule
-from moldiff.training.module import DiffusionModule, NonFiniteLossError
+from moldiff.training.module import NonFiniteLossError
 from tests.conftest import TINY_TRAIN, run_cli, run_script
 
 pytestmark = pytest.mark.qm9
