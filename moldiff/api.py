@@ -202,14 +202,18 @@ def evaluate(
     """
     from moldiff.chem.molecule import Molecule
     from moldiff.chem.rdkit_conv import from_rdkit
-    from moldiff.cli.evaluate import open_reference
+    from moldiff.data.registry import open_reference
     from moldiff.metrics import evaluate_molecules
 
     items = list(mols)
     if not items:
         raise ValueError("no molecules to evaluate")
     converted = [m if isinstance(m, Molecule) else from_rdkit(m) for m in items]
-    ref = open_reference(reference, data_root) if reference is not None else None
+    ref = None
+    if reference is not None:
+        import sys
+
+        ref = open_reference(str(reference), data_root, announce=lambda line: print(f"moldiff: {line}", file=sys.stderr))
     return evaluate_molecules(converted, ref, steps=steps)
 
 

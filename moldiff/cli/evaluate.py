@@ -49,35 +49,11 @@ def notice(message: str) -> None:
 
 
 def open_reference(name: str | None, data_root: str | None) -> MolCache | None:
-    """A reference cache: None, a cache folder, or a dataset name (built by the registry if missing).
+    """The reference cache named by ``reference=`` (``moldiff.data.registry.open_reference``), announcing a
+    build on stderr."""
+    from moldiff.data.registry import open_reference as open_ref
 
-    Before a build starts, one line on stderr says so (for ``qm9``: where, and that it takes about
-    two minutes, once).
-
-    Raises:
-        ModuleNotFoundError: the dataset's source package is missing (checked before anything is
-            built); the message has the install command.
-        ValueError: an unknown dataset name.
-    """
-    if name in _NONE:
-        return None
-    from moldiff.data.cache import MolCache  # imported here: torch is only needed with a reference
-
-    p = Path(str(name))
-    if (p / "meta.json").exists():
-        return MolCache(p)
-    from moldiff.data.registry import cache_path, prepare_dataset
-
-    path = cache_path(str(name), data_root)
-    if not (path / "meta.json").exists():
-        if str(name) == "qm9":
-            from moldiff.data.qm9 import qm9pack_files
-
-            qm9pack_files()  # raises ModuleNotFoundError (with the install command) before we announce a build
-            notice(f"building the QM9 reference cache in {path.parent} (about 2 minutes, once)")
-        else:
-            notice(f"building the {name} reference cache in {path.parent} (once)")
-    return prepare_dataset(str(name), root=data_root)
+    return None if name in _NONE else open_ref(str(name), data_root, announce=notice)
 
 
 def check_output_path(path: str | os.PathLike, key: str) -> Path:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import importlib
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from moldiff.data.cache import MolCache, data_root
 from moldiff.data.recipe import DatasetRecipe
@@ -84,3 +84,34 @@ def prepare_dataset(name: str, root: str | None = None, force: bool = False, **o
                     return cache
                 log.warning("cache %s is out of date (%s): rebuilding", path, stale)
     return recipe.build(path, options)
+
+
+def open_reference(name: str, root: str | None = None, announce: Callable[[str], None] | None = None) -> MolCache:
+    """A reference cache for novelty and distribution metrics: a cache folder, or a dataset name (its cache
+    under ``root`` is built if missing).
+
+    Args:
+        name: a cache folder (with ``meta.json``) or a dataset name (``qm9``, ...).
+        root: where dataset caches live (default ``$MOLDIFF_DATA`` or ``data/processed``).
+        announce: called with one line before a build starts (for ``qm9``: where, and that it takes about
+            two minutes, once); default: a log message.
+
+    Raises:
+        ModuleNotFoundError: the dataset's source package is missing (checked before anything is built);
+            the message has the install command.
+        ValueError: an unknown dataset name.
+    """
+    say = announce or log.info
+    p = Path(name)
+    if (p / "meta.json").exists():
+        return MolCache(p)
+    path = cache_path(name, root)
+    if not (path / "meta.json").exists():
+        if name == "qm9":
+            from moldiff.data.qm9 import qm9pack_files
+
+            qm9pack_files()  # raises ModuleNotFoundError (with the install command) before we announce a build
+            say(f"building the QM9 reference cache in {path.parent} (about 2 minutes, once)")
+        else:
+            say(f"building the {name} reference cache in {path.parent} (once)")
+    return prepare_dataset(name, root=root)
