@@ -96,7 +96,7 @@ class MoleculeGenerator:
                 ``temperature``; None: its default).
             num_atoms: None (the training histogram), a fixed atom count, or a range ``[lo, hi]``.
             guidance_scale: classifier-free guidance weight of a conditional model (1 = plain conditional;
-                None: the model's default, 4 for the shipped ``qm9_conditional``).
+                None: the model's default, 2 for the shipped ``qm9_conditional``).
             relax: ``none``, ``mmff`` (MMFF94s, else UFF) or ``uff``: force-field relaxation of the
                 sanitizable molecules.
 
