@@ -23,16 +23,18 @@ _HYDRA_KEYS = ("defaults", "hydra")
 
 
 @lru_cache(maxsize=None)
-def _load(relpath: str) -> dict[str, Any]:
+def _read(relpath: str) -> dict[str, Any]:
+    """A packaged config file as it is written (with Hydra's keys), read once."""
     from omegaconf import OmegaConf
 
     res = resources.files("moldiff.conf").joinpath(relpath)
     if not res.is_file():
         raise FileNotFoundError(f"moldiff.conf has no {relpath}")
-    cfg = OmegaConf.create(res.read_text())
-    for key in _HYDRA_KEYS:
-        cfg.pop(key, None)
-    return OmegaConf.to_container(cfg, resolve=False)
+    return OmegaConf.to_container(OmegaConf.create(res.read_text()), resolve=False)
+
+
+def _load(relpath: str) -> dict[str, Any]:
+    return {k: v for k, v in _read(relpath).items() if k not in _HYDRA_KEYS}
 
 
 def packaged(relpath: str, section: str | None = None) -> dict[str, Any]:
@@ -90,15 +92,7 @@ def model_preset(name: str) -> dict[str, Any]:
 
 def default_model_preset() -> str:
     """The preset ``moldiff-train`` uses when none is given (``train.yaml``'s ``model`` default)."""
-    for entry in _load_raw_defaults("train.yaml"):
+    for entry in _read("train.yaml").get("defaults", []):
         if isinstance(entry, dict) and "model" in entry:
             return str(entry["model"])
     raise KeyError("train.yaml names no default model preset")
-
-
-@lru_cache(maxsize=None)
-def _load_raw_defaults(relpath: str) -> tuple:
-    from omegaconf import OmegaConf
-
-    cfg = OmegaConf.create(resources.files("moldiff.conf").joinpath(relpath).read_text())
-    return tuple(OmegaConf.to_container(cfg.get("defaults", [])))
