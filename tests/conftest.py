@@ -59,7 +59,12 @@ def graph_factory():
 
 @pytest.fixture(scope="session")
 def data_root(tmp_path_factory) -> Path:
-    """A data root holding the first 300 QM9 molecules as cache ``qm9_first300``."""
+    """A data root holding the first 300 QM9 molecules as cache ``qm9_first300``.
+
+    ``MOLDIFF_TEST_DATA_ROOT`` names an already prepared root instead (a GPU machine without RDKit)."""
+    given = os.environ.get("MOLDIFF_TEST_DATA_ROOT")
+    if given and (Path(given) / "qm9_first300").is_dir():
+        return Path(given)
     if not HAS_QM9PACK:
         pytest.skip("needs qm9pack")
     from moldiff.data.registry import prepare_dataset
