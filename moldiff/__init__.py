@@ -4,6 +4,27 @@ __version__ = "0.1.0"
 #: Version of the checkpoint format; a checkpoint with another value fails to load with a message.
 CHECKPOINT_FORMAT = 1
 
+
+def _source_checkout_conf() -> None:
+    """Make the packaged configs importable as ``moldiff.conf`` from a source checkout that is only on
+    ``PYTHONPATH`` (a bare training machine); an installed package maps ``conf/`` there itself."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+
+    if "moldiff.conf" in sys.modules or importlib.util.find_spec("moldiff.conf") is not None:
+        return
+    conf = Path(__file__).resolve().parent.parent / "conf"
+    if (conf / "__init__.py").is_file():
+        spec = importlib.util.spec_from_file_location("moldiff.conf", conf / "__init__.py",
+                                                      submodule_search_locations=[str(conf)])
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["moldiff.conf"] = module
+        spec.loader.exec_module(module)
+
+
+_source_checkout_conf()
+
 #: Names of the Python API (:mod:`moldiff.api`), imported on first use so that ``import moldiff`` stays light.
 _API = ("load_pretrained", "evaluate", "predict_properties", "MoleculeGenerator")
 __all__ = ["__version__", "CHECKPOINT_FORMAT", *_API]

@@ -22,12 +22,17 @@ from typing import Any, Mapping
 _HYDRA_KEYS = ("defaults", "hydra")
 
 
+def conf_root():
+    """The packaged config folder (``moldiff.conf``; a source checkout maps ``conf/`` there on import)."""
+    return resources.files("moldiff.conf")
+
+
 @lru_cache(maxsize=None)
 def _read(relpath: str) -> dict[str, Any]:
     """A packaged config file as it is written (with Hydra's keys), read once."""
     from omegaconf import OmegaConf
 
-    res = resources.files("moldiff.conf").joinpath(relpath)
+    res = conf_root().joinpath(relpath)
     if not res.is_file():
         raise FileNotFoundError(f"moldiff.conf has no {relpath}")
     return OmegaConf.to_container(OmegaConf.create(res.read_text()), resolve=False)
@@ -85,7 +90,7 @@ def model_preset(name: str) -> dict[str, Any]:
     try:
         return packaged(f"model/{name}.yaml")
     except FileNotFoundError:
-        presets = sorted(p.name[:-5] for p in resources.files("moldiff.conf").joinpath("model").iterdir()
+        presets = sorted(p.name[:-5] for p in conf_root().joinpath("model").iterdir()
                          if p.name.endswith(".yaml"))
         raise ValueError(f"unknown model preset {name!r}; packaged presets: {presets}") from None
 

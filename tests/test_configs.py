@@ -151,3 +151,32 @@ def test_a_given_schedule_replaces_the_default_one_and_unknown_keys_are_refused(
     with pytest.raises(ValueError, match="unknown optim key 'learning_rate'"):
         DiffusionModule(model={"name": "tiny"}, diffusion={}, optim={"learning_rate": 1.0},
                         dataset={"name": "qm9", "vocab": QM9_VOCAB.to_dict(), "statistics": STATS})
+
+
+def test_a_source_checkout_on_pythonpath_finds_its_packaged_configs(tmp_path):
+    """A bare training machine puts the repository on PYTHONPATH without installing it: ``moldiff.conf``
+    (Hydra's ``pkg://`` config module and the defaults of :mod:`moldiff.config`) must still resolve."""
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    skip = shutil.ignore_patterns("__pycache__", "pretrained")
+    shutil.copytree(repo / "moldiff", tmp_path / "moldiff", ignore=skip)
+    shutil.copytree(repo / "conf", tmp_path / "conf", ignore=skip)
+    code = f"""
+import sys
+sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
+sys.path.insert(0, {str(tmp_path)!r})
+import moldiff
+assert moldiff.__file__.startswith({str(tmp_path)!r}), moldiff.__file__
+from hydra import compose, initialize_config_module
+from moldiff.config import model_preset
+with initialize_config_module("moldiff.conf", version_base="1.3"):
+    c = compose("train", overrides=["experiment=qm9"])
+print(c.model.name, model_preset("medium")["num_scalars"])
+"""
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.split() == ["medium", "192"]

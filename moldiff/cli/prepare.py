@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import sys
-from importlib import resources
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -25,12 +24,14 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue
 
+from moldiff.config import conf_root
+
 PROG = "moldiff-prepare"
 
 
 def known_datasets() -> list[str]:
     """Names of the ``data`` config group (``conf/data/*.yaml`` shipped as ``moldiff.conf``)."""
-    folder = resources.files("moldiff.conf") / "data"
+    folder = conf_root() / "data"
     return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
 
 
