@@ -6,6 +6,12 @@
 --wall-time-min defaults to the training time the checkpoint's timer recorded over all chunks (runs
 trained with ``trainer.max_time``); give it for runs trained without one.
 
+The input may also be an exported model file (e.g. ``model.pt`` of ``scripts/gpu_train.sh``), to ship it
+under another name or with a default guidance weight; its training record is kept (``--hardware`` and
+``--recipe`` replace those fields when given):
+
+  python scripts/export_pretrained.py g2/model.pt --name qm9_conditional --guidance-scale 2
+
 Writes <name>.pt (state_dict of the EMA net + hyper-parameters; fp16 with --half) and <name>.json
 (file, sha256, training record). The loader checks the sha256 and loads with weights_only=True.
 """
@@ -33,28 +39,38 @@ def main(argv=None) -> None:
                     help="record this classifier-free guidance weight as the conditional model's sampling default")
     ap.add_argument("--weights", choices=("ema", "raw"), default="ema",
                     help="the averaged weights (default) or the optimiser's current ones")
-    ap.add_argument("--hardware", required=True)
+    ap.add_argument("--hardware", default=None, help="where it was trained (required for a checkpoint)")
     ap.add_argument("--wall-time-min", type=float, default=None)
-    ap.add_argument("--recipe", default="experiment=qm9_cpu")
+    ap.add_argument("--recipe", default=None, help="how it was trained (default for a checkpoint: experiment=qm9_cpu)")
     ap.add_argument("--out-dir", type=Path, default=OUT)
     a = ap.parse_args(argv)
     ck = torch.load(a.ckpt, map_location="cpu", weights_only=True)
-    if a.wall_time_min is None:
-        seconds = ck.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {}).get("train")
-        if seconds is None:
-            raise SystemExit(f"{a.ckpt} holds no training time (trained without trainer.max_time): give --wall-time-min")
-        a.wall_time_min = round(seconds / 60, 1)
-    source = ck["state_dict"]
-    if a.weights == "raw":
-        if "current_model_state" not in ck:
-            raise SystemExit(f"{a.ckpt} holds no separate current weights (trained without EMA): use --weights ema")
-        source = ck["current_model_state"]
-    state = {k: (v.half() if a.half and v.is_floating_point() else v) for k, v in source.items() if k.startswith("net.")}
-    record = {
-        "global_step": int(ck["global_step"]), "epoch": int(ck["epoch"]), "hardware": a.hardware,
-        "wall_time_min": a.wall_time_min, "recipe": a.recipe, "source_checkpoint": Path(a.ckpt).name,
-        "exported": datetime.date.today().isoformat(), "weights": "EMA" if a.weights == "ema" else "raw (last optimiser step)", "dtype": "float16" if a.half else "float32",
-    }
+    if "training_record" in ck and "global_step" not in ck:  # an exported model file
+        if a.weights == "raw" or a.half:
+            raise SystemExit(f"{a.ckpt} is an exported model file (one set of weights): --weights raw and --half need a checkpoint")
+        state = dict(ck["state_dict"])
+        record = {**ck["training_record"], "exported": datetime.date.today().isoformat()}
+        record.update({k: v for k, v in (("hardware", a.hardware), ("recipe", a.recipe)) if v is not None})
+    else:
+        if a.hardware is None:
+            raise SystemExit("--hardware is required to export a training checkpoint")
+        if a.wall_time_min is None:
+            seconds = ck.get("callbacks", {}).get("Timer", {}).get("time_elapsed", {}).get("train")
+            if seconds is None:
+                raise SystemExit(f"{a.ckpt} holds no training time (trained without trainer.max_time): give --wall-time-min")
+            a.wall_time_min = round(seconds / 60, 1)
+        source = ck["state_dict"]
+        if a.weights == "raw":
+            if "current_model_state" not in ck:
+                raise SystemExit(f"{a.ckpt} holds no separate current weights (trained without EMA): use --weights ema")
+            source = ck["current_model_state"]
+        state = {k: (v.half() if a.half and v.is_floating_point() else v) for k, v in source.items() if k.startswith("net.")}
+        record = {
+            "global_step": int(ck["global_step"]), "epoch": int(ck["epoch"]), "hardware": a.hardware,
+            "wall_time_min": a.wall_time_min, "recipe": a.recipe or "experiment=qm9_cpu", "source_checkpoint": Path(a.ckpt).name,
+            "exported": datetime.date.today().isoformat(), "weights": "EMA" if a.weights == "ema" else "raw (last optimiser step)",
+            "dtype": "float16" if a.half else "float32",
+        }
     hparams = ck["hyper_parameters"]
     if a.guidance_scale is not None:
         if not (hparams.get("conditioning") or {}).get("properties"):

@@ -72,6 +72,12 @@ def test_cli_checkpoint_weights_only_and_resume(tiny_ckpt, data_root, tmp_path):
                         "--hardware", "test", "--out-dir", str(tmp_path))
     record = json.loads((tmp_path / "m.json").read_text())["training_record"]
     assert record["global_step"] == 10 and 60 <= record["wall_time_min"] < 90, export.stdout
+    # an exported model file re-exports under another name, keeping its weights and record
+    run_script("export_pretrained.py", str(tmp_path / "m.pt"), "--name", "m2", "--recipe", "again", "--out-dir", str(tmp_path))
+    again = json.loads((tmp_path / "m2.json").read_text())["training_record"]
+    assert again["global_step"] == 10 and again["hardware"] == "test" and again["recipe"] == "again"
+    a, b = (torch.load(tmp_path / f, map_location="cpu", weights_only=True)["state_dict"] for f in ("m.pt", "m2.pt"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_ckpt_path_missing_is_a_clear_error(data_root, tmp_path):
