@@ -45,11 +45,12 @@ def main(argv=None) -> None:
     ap.add_argument("--out-dir", type=Path, default=OUT)
     a = ap.parse_args(argv)
     ck = torch.load(a.ckpt, map_location="cpu", weights_only=True)
+    today = datetime.date.today().isoformat()
     if "training_record" in ck and "global_step" not in ck:  # an exported model file
         if a.weights == "raw" or a.half:
             raise SystemExit(f"{a.ckpt} is an exported model file (one set of weights): --weights raw and --half need a checkpoint")
         state = dict(ck["state_dict"])
-        record = {**ck["training_record"], "exported": datetime.date.today().isoformat()}
+        record = {**ck["training_record"], "exported": today}
         record.update({k: v for k, v in (("hardware", a.hardware), ("recipe", a.recipe)) if v is not None})
     else:
         if a.hardware is None:
@@ -68,7 +69,7 @@ def main(argv=None) -> None:
         record = {
             "global_step": int(ck["global_step"]), "epoch": int(ck["epoch"]), "hardware": a.hardware,
             "wall_time_min": a.wall_time_min, "recipe": a.recipe or "experiment=qm9_cpu", "source_checkpoint": Path(a.ckpt).name,
-            "exported": datetime.date.today().isoformat(), "weights": "EMA" if a.weights == "ema" else "raw (last optimiser step)",
+            "exported": today, "weights": "EMA" if a.weights == "ema" else "raw (last optimiser step)",
             "dtype": "float16" if a.half else "float32",
         }
     hparams = ck["hyper_parameters"]
