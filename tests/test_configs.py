@@ -33,7 +33,7 @@ def test_train_config_builds_module(model, diffusion):
     c = cfg("train", [f"model={model}", f"diffusion={diffusion}"])
     m = DiffusionModule(
         model=OmegaConf.to_container(c.model), diffusion=OmegaConf.to_container(c.diffusion),
-        optim=OmegaConf.to_container(c.optim),
+        optim=OmegaConf.to_container(c.optim, resolve=True),
         dataset={"name": "qm9", "vocab": QM9_VOCAB.to_dict(), "statistics": STATS},
         conditioning={"properties": ["gap"], "p_uncond": 0.1},
     )
@@ -180,3 +180,79 @@ print(c.model.name, model_preset("medium")["num_scalars"])
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.split() == ["medium", "192"]
+
+
+# ---------------------------------------------------------------- callbacks, loggers, paths and optimiser groups
+
+
+def test_callbacks_come_from_their_config_group_in_order_and_follow_their_switches(tmp_path):
+    from lightning.pytorch.callbacks import EMAWeightAveraging, ModelCheckpoint, Timer
+
+    from moldiff.cli.train import build_callbacks
+    from moldiff.training.callbacks import FinalCheckpoint, SampleMetricsCallback
+
+    base = [f"run_dir={tmp_path}"]
+    names = lambda cbs: [type(cb).__name__ for cb in cbs]  # noqa: E731
+    default = build_callbacks(cfg("train", base))
+    assert names(default) == ["ModelCheckpoint", "LearningRateMonitor", "RNGStateCheckpoint", "FinalCheckpoint",
+                              "EMAWeightAveraging", "ThroughputLogger"]
+    ck = default[0]
+    assert isinstance(ck, ModelCheckpoint) and ck.dirpath == str(tmp_path / "checkpoints")
+    assert ck.filename == FinalCheckpoint.FILENAME  # the final checkpoint continues the periodic names
+    on = names(build_callbacks(cfg("train", base + ["validation.num_samples=4", "trainer.max_time=00:00:01:00"])))
+    # validation samples before the averaging callback swaps the raw weights back; the chunk timer after it
+    assert on.index("FinalCheckpoint") < on.index("SampleMetricsCallback") < on.index("EMAWeightAveraging") < on.index("ChunkTimer")
+    assert not any(isinstance(cb, SampleMetricsCallback) for cb in build_callbacks(
+        cfg("train", base + ["validation.num_samples=4", "task=property", "properties=[gap]"])))
+    off = build_callbacks(cfg("train", base + ["ema.decay=null", "~callbacks.lr_monitor"]))
+    assert not any(isinstance(cb, EMAWeightAveraging) for cb in off) and "LearningRateMonitor" not in names(off)
+    added = build_callbacks(cfg("train", base + ["+callbacks.timer={_target_: lightning.pytorch.callbacks.Timer, duration: '00:00:05:00'}"]))
+    assert isinstance(added[-1], Timer)
+    moved = build_callbacks(cfg("train", base + [f"paths.checkpoint_dir={tmp_path / 'elsewhere'}"]))
+    assert moved[0].dirpath == str(tmp_path / "elsewhere")
+    with pytest.raises(ValueError, match=r"^callbacks.model_checkpoint: .*every_n_train_steps"):
+        build_callbacks(cfg("train", base + ["+callbacks.model_checkpoint.every_n_epochs=1"]))
+
+
+def test_loggers_come_from_their_config_group(tmp_path):
+    from pathlib import Path
+
+    from lightning.pytorch.loggers import CSVLogger
+
+    from moldiff.cli.train import build_loggers
+
+    base = [f"run_dir={tmp_path}"]
+    default = build_loggers(cfg("train", base), None)
+    assert isinstance(default[0], CSVLogger) and Path(default[0].log_dir) == tmp_path / "logs"
+    csv = build_loggers(cfg("train", base + ["logger=csv"]), None)
+    assert [type(x).__name__ for x in csv] == ["CSVLogger"]
+    assert build_loggers(cfg("train", base + ["logger=none"]), None) == []
+    with pytest.raises(ValueError, match=r"^logger.csv: "):
+        build_loggers(cfg("train", base + ["+logger.csv.no_such_argument=1"]), None)
+
+
+def test_optimizer_and_scheduler_are_partials_of_the_config():
+    from omegaconf import OmegaConf
+
+    from moldiff.training.module import DiffusionModule
+
+    def module(*overrides):
+        c = cfg("train", ["model=tiny", *overrides])
+        return DiffusionModule(model={"name": "tiny"}, diffusion={}, optim=OmegaConf.to_container(c.optim, resolve=True),
+                               dataset={"name": "qm9", "vocab": QM9_VOCAB.to_dict(), "statistics": STATS})
+
+    out = module("optim.lr=3e-4", "optim.warmup_steps=10").configure_optimizers()
+    opt, sched = out["optimizer"], out["lr_scheduler"]["scheduler"]
+    assert type(opt).__name__ == "AdamW" and opt.defaults["amsgrad"] and opt.defaults["lr"] == 3e-4
+    assert sched.get_last_lr()[0] == pytest.approx(3e-4 / 10)  # the warm-up's first step
+    sgd = module("optim.optimizer._target_=torch.optim.SGD", "~optim.optimizer.betas", "~optim.optimizer.amsgrad",
+                 "+optim.optimizer.momentum=0.9", "optim.scheduler=null").configure_optimizers()
+    assert type(sgd).__name__ == "SGD" and sgd.defaults["momentum"] == 0.9 and sgd.defaults["lr"] == 5e-4
+    with pytest.raises(ValueError, match="optim.optimizer / optim.scheduler rejected"):
+        module("+optim.optimizer.no_such_argument=1").configure_optimizers()
+    with pytest.raises(ValueError, match="optim.optimizer must name a class"):
+        module("optim.optimizer=null")
+    # settings saved before the optimizer was configurable (no optimizer/scheduler keys) get the defaults
+    old = DiffusionModule(model={"name": "tiny"}, diffusion={}, optim={"lr": 2e-4, "total_steps": 50},
+                          dataset={"name": "qm9", "vocab": QM9_VOCAB.to_dict(), "statistics": STATS})
+    assert old.optim_cfg["optimizer"]["lr"] == 2e-4 and old.optim_cfg["scheduler"]["_target_"].endswith("LambdaLR")

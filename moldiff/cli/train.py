@@ -11,7 +11,6 @@ take its own timestamp; checkpoints and logs still go to the first process's fol
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import math
@@ -24,8 +23,6 @@ import hydra
 import numpy as np
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import EMAWeightAveraging, LearningRateMonitor, ModelCheckpoint
-from lightning.pytorch.loggers import CSVLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from moldiff.cli.common import friendly_errors
@@ -33,7 +30,6 @@ from moldiff.data.cache import MolCache, data_root
 from moldiff.data.config import open_dataset, prepare_options
 from moldiff.data.datamodule import MolDataModule
 from moldiff.data.registry import get_recipe
-from moldiff.training.callbacks import ChunkTimer, FinalCheckpoint, RNGStateCheckpoint, ThroughputLogger
 from moldiff.training.module import DiffusionModule
 
 log = logging.getLogger("moldiff.train")
@@ -301,7 +297,8 @@ def check_checkpoint(path: Path) -> None:
 
 
 def resolve_ckpt_path(cfg: DictConfig, run_dir: Path | None = None, timestamped: bool = False) -> str | None:
-    """The checkpoint to resume from: ``ckpt_path``, or for ``auto`` the run folder's ``last.ckpt`` if any.
+    """The checkpoint to resume from: ``ckpt_path``, or for ``auto`` the run's ``last.ckpt`` (in
+    ``paths.checkpoint_dir``, by default ``<run_dir>/checkpoints``) if any.
 
     Raises:
         ValueError: ``auto`` with a run folder that is new for every invocation, or an unreadable checkpoint.
@@ -314,7 +311,7 @@ def resolve_ckpt_path(cfg: DictConfig, run_dir: Path | None = None, timestamped:
             raise ValueError(
                 f"ckpt_path=auto resumes the run in run_dir, but run_dir is a new timestamped folder for every "
                 f"invocation ({run_dir}); name the run's folder, e.g. run_dir=runs/my_run ckpt_path=auto")
-        last = Path(run_dir if run_dir is not None else cfg.run_dir) / "checkpoints" / "last.ckpt"
+        last = Path(cfg.paths.checkpoint_dir) / "last.ckpt"
         if not last.exists():
             log.info("ckpt_path=auto: no %s yet, starting from step 0", last)
             return None
@@ -365,44 +362,69 @@ def log_version(ckpt_path: str | None) -> str:
 
 
 # ------------------------------------------------------------------------------------------ training
-def build_callbacks(cfg: DictConfig, ckpt_dir: Path) -> list[L.Callback]:
-    """The training callbacks, in the order their hooks must run.
+#: callbacks of ``conf/callbacks`` that are skipped while the setting they read is off (null, 0 or false)
+SWITCHED_BY = {"sample_metrics": "validation.num_samples", "ema": "ema.decay", "chunk_timer": "trainer.max_time"}
 
-    ``FinalCheckpoint`` and ``SampleMetricsCallback`` come before ``EMAWeightAveraging``: at the end of
-    training the final checkpoint must hold the raw weights (for an exact resume), and at the end of each
-    validation the samples must come from the averaged weights, which that callback swaps out again in
-    its own hook.
-    """
-    callbacks: list[L.Callback] = [
-        ModelCheckpoint(dirpath=ckpt_dir, filename=FinalCheckpoint.FILENAME, auto_insert_metric_name=False,
-                        every_n_train_steps=cfg.checkpoint.every_n_train_steps, save_top_k=-1, save_last=True),
-        LearningRateMonitor(logging_interval="step"),
-        RNGStateCheckpoint(),
-        FinalCheckpoint(ckpt_dir),
-    ]
-    if cfg.validation.num_samples and cfg.task == "diffusion":
-        from moldiff.training.callbacks import SampleMetricsCallback
 
-        callbacks.append(SampleMetricsCallback(cfg.validation.num_samples, cfg.validation.steps))
-    if cfg.ema.decay:
-        callbacks.append(EMAWeightAveraging(decay=cfg.ema.decay, update_starting_at_step=cfg.ema.start_step))
-    if cfg.trainer.get("max_time"):  # per invocation, so that `ckpt_path=auto` chunks each get their budget
-        callbacks.append(ChunkTimer(duration=cfg.trainer.max_time, interval="step"))
-    callbacks.append(ThroughputLogger(every=cfg.trainer.log_every_n_steps))
-    return callbacks
+def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` with a rejected setting as a one-line ``ValueError`` naming ``what``."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return hydra.utils.instantiate(node, **kwargs)
+    except InstantiationException as exc:
+        cause = exc.__cause__ or exc
+        lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+        raise ValueError(f"{what}: {lines[0] if lines else type(cause).__name__}") from None
+
+
+def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
+    """The callbacks of ``cfg.callbacks`` (``conf/callbacks/default.yaml``), in the order written there (the
+    order their hooks run in), without those switched off (:data:`SWITCHED_BY`; the validation samples also
+    need ``task=diffusion``)."""
+    out: list[L.Callback] = []
+    for name, node in (cfg.get("callbacks") or {}).items():
+        if node is None:
+            continue
+        switch = SWITCHED_BY.get(name)
+        if switch is not None and not OmegaConf.select(cfg, switch):
+            continue
+        if name == "sample_metrics" and cfg.task != "diffusion":
+            continue
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ValueError(f"callbacks.{name} must name a class with _target_, got {node!r}")
+        out.append(_instantiate(node, f"callbacks.{name}"))
+    return out
+
+
+def build_loggers(cfg: DictConfig, ckpt_path: str | None) -> list:
+    """The loggers of ``cfg.logger`` (``conf/logger``). A CSV logger without a ``version`` writes a resumed
+    chunk to its own ``from_step<N>`` folder (:func:`log_version`); a logger whose package is not installed
+    (TensorBoard) is skipped with a note."""
+    out = []
+    for name, node in (cfg.get("logger") or {}).items():
+        if node is None:
+            continue
+        if not isinstance(node, DictConfig) or "_target_" not in node:
+            raise ValueError(f"logger.{name} must name a class with _target_, got {node!r}")
+        kwargs = {}
+        if str(node._target_).endswith("CSVLogger") and "version" not in node:
+            kwargs["version"] = log_version(ckpt_path)
+        try:
+            out.append(hydra.utils.instantiate(node, **kwargs))
+        except Exception as exc:
+            cause = exc.__cause__ or exc
+            if isinstance(cause, ModuleNotFoundError):
+                log.info("logger.%s skipped: %s", name, str(cause).splitlines()[0])
+                continue
+            lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
+            raise ValueError(f"logger.{name}: {lines[0] if lines else type(cause).__name__}") from None
+    return out
 
 
 def build_trainer(cfg: DictConfig, **kwargs: Any) -> L.Trainer:
     """``cfg.trainer`` instantiated with ``kwargs``; a setting Lightning rejects is a one-line ``ValueError``."""
-    from hydra.errors import InstantiationException
-
-    try:
-        return hydra.utils.instantiate(cfg.trainer, **kwargs)
-    except InstantiationException as exc:
-        cause = exc.__cause__ or exc
-        lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
-        reason = lines[0] if lines else type(cause).__name__
-        raise ValueError(f"trainer settings rejected by Lightning: {reason}") from None
+    return _instantiate(cfg.trainer, "trainer settings rejected by Lightning", **kwargs)
 
 
 def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any]:
@@ -429,15 +451,11 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
         prepare=lambda: ensure_cache(cfg.data),
     )
     module = build_module(cfg, cache) if cfg.task == "diffusion" else build_property_module(cfg, cache)
-    ckpt_dir = run_dir / "checkpoints"
-    callbacks = build_callbacks(cfg, ckpt_dir) + list(extra_callbacks or [])
+    ckpt_dir = Path(cfg.paths.checkpoint_dir)
+    callbacks = build_callbacks(cfg) + list(extra_callbacks or [])
     if cfg.get("init_from") and ckpt_path is None:
         init_weights(module, cfg.init_from)
-    loggers: list = [CSVLogger(run_dir, name="logs", version=log_version(ckpt_path))] if cfg.logger.csv else []
-    if cfg.logger.tensorboard is True or (cfg.logger.tensorboard == "auto" and importlib.util.find_spec("tensorboard")):
-        from lightning.pytorch.loggers import TensorBoardLogger
-
-        loggers.append(TensorBoardLogger(run_dir, name="tb", version=""))
+    loggers = build_loggers(cfg, ckpt_path)
     trainer = build_trainer(cfg, max_time=None, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
     if trainer.is_global_zero:
         run_dir.mkdir(parents=True, exist_ok=True)

@@ -19,22 +19,48 @@ class NonFiniteLossError(RuntimeError):
 
 
 class BudgetScheduleMixin:
-    """AdamW with linear warm-up, then constant or cosine decay over a step and/or training-time budget
-    (``optim_cfg``: ``lr``, ``weight_decay``, ``betas``, ``warmup_steps``, ``schedule``, ``min_lr_ratio``,
-    ``total_steps``, ``total_minutes``). Shared by the denoiser and the property predictor."""
+    """The optimiser and learning-rate scheduler of ``optim_cfg`` (``train.yaml``'s ``optim``): the
+    ``optimizer`` partial (AdamW by default) on the module's parameters, and the ``scheduler`` partial
+    (``LambdaLR`` by default) given :meth:`lr_factor`, a linear warm-up, then constant or cosine decay over a
+    step and/or training-time budget (``warmup_steps``, ``schedule``, ``min_lr_ratio``, ``total_steps``,
+    ``total_minutes``). Shared by the denoiser and the property predictor."""
 
     @staticmethod
     def optim_settings(optim: dict[str, Any] | None) -> dict[str, Any]:
-        """``optim`` completed from ``train.yaml``'s ``optim`` section (the one source of its defaults)."""
-        c = with_defaults(optim_defaults(), optim, "optim")
+        """``optim`` completed from ``train.yaml``'s ``optim`` section (the one source of its defaults), its
+        references to other ``optim`` keys (the optimizer's ``lr: ${optim.lr}``) resolved. A given
+        ``optimizer`` or ``scheduler`` replaces the default one as a whole (its arguments depend on its class)."""
+        from omegaconf import OmegaConf
+
+        given = dict(optim or {})
+        parts = {k: given.pop(k) for k in ("optimizer", "scheduler") if k in given}
+        c = with_defaults(optim_defaults(), given, "optim")
+        c.update(parts)
         if c["schedule"] not in ("constant", "cosine"):
             raise ValueError(f"unknown optim.schedule {c['schedule']!r}; choose from ['constant', 'cosine']")
+        try:
+            c = OmegaConf.to_container(OmegaConf.create({"optim": c}).optim, resolve=True)
+        except Exception as exc:  # an interpolation outside optim
+            raise ValueError(f"optim: {' '.join(str(exc).split())}") from None
+        for key in ("optimizer", "scheduler"):
+            part = c.get(key)
+            if key == "optimizer" and not part or part and not (isinstance(part, dict) and part.get("_target_")):
+                raise ValueError(f"optim.{key} must name a class with _target_ (and _partial_: true), got {part!r}")
         return c
 
     def configure_optimizers(self):
+        from hydra.errors import InstantiationException
+        from hydra.utils import instantiate
+
         c = self.optim_cfg
-        opt = torch.optim.AdamW(self.parameters(), lr=c["lr"], weight_decay=c["weight_decay"], betas=tuple(c["betas"]), amsgrad=True)
-        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: self.lr_factor(step))
+        try:
+            opt = instantiate(c["optimizer"], _partial_=True)(self.parameters())
+            if not c.get("scheduler"):
+                return opt
+            sched = instantiate(c["scheduler"], _partial_=True)(opt, lr_lambda=lambda step: self.lr_factor(step))
+        except (InstantiationException, TypeError) as exc:
+            cause = exc.__cause__ or exc
+            raise ValueError(f"optim.optimizer / optim.scheduler rejected: {' '.join(str(cause).split())}") from None
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
     def budget_progress(self, step: int) -> float:

@@ -226,10 +226,10 @@ def test_validation_samples_use_the_ema_weights(data_root, tmp_path):
     from moldiff.training.callbacks import SampleMetricsCallback
 
     cfg = compose_train("model=tiny", "validation.num_samples=2", "validation.steps=2", "ema.decay=0.5",
-                        "optim.lr=5e-3", "optim.warmup_steps=1")
+                        "optim.lr=5e-3", "optim.warmup_steps=1", f"run_dir={tmp_path}")
     cache = load_cache("qm9_first300", data_root)
     module = build_module(cfg, cache)
-    callbacks = build_callbacks(cfg, tmp_path / "checkpoints")
+    callbacks = build_callbacks(cfg)
     k = next(i for i, cb in enumerate(callbacks) if isinstance(cb, SampleMetricsCallback))
     probe = callbacks[k] = _probe_class()(2, 2)
     ema = next(cb for cb in callbacks if isinstance(cb, EMAWeightAveraging))
