@@ -130,8 +130,8 @@ class MoleculeGenerator:
         generate.check_numbers(cfg)
         generate.check_decode_relax(cfg)
         atoms = generate.parse_num_atoms(cfg.num_atoms)
-        generate.resolve_guidance(cfg, self.model)
         targets = generate.read_targets(cfg, self.model, n)
+        generate.resolve_guidance(cfg, self.model, targets)
         generate.warn_untrained_settings(cfg, self.model, atoms)
         mols: list[Molecule] = []
         for b in range((n + batch_size - 1) // batch_size):

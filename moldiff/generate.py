@@ -372,11 +372,14 @@ def check_fragment_fits(cfg: DictConfig, model: LoadedModel, num_atoms: int | li
 
 
 
-def resolve_guidance(cfg: DictConfig, model: LoadedModel) -> None:
-    """``guidance_scale=null`` -> the scale the model records as its default (1 when it records none)."""
+def resolve_guidance(cfg: DictConfig, model: LoadedModel, targets: torch.Tensor | None = None) -> None:
+    """``guidance_scale=null`` -> the model's default for the properties given in ``targets`` (the columns
+    that hold a value; :meth:`LoadedModel.guidance_scale_for`), or its overall default (1 when it records
+    none)."""
     if cfg.guidance_scale is None:
+        given = [p for k, p in enumerate(model.properties) if targets is not None and not torch.isnan(targets[:, k]).all()]
         with open_dict(cfg):
-            cfg.guidance_scale = model.default_guidance_scale
+            cfg.guidance_scale = model.guidance_scale_for(given)
 
 
 

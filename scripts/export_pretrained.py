@@ -10,7 +10,10 @@ The input may also be an exported model file (e.g. ``model.pt`` of ``scripts/gpu
 under another name or with a default guidance weight; its training record is kept (``--hardware`` and
 ``--recipe`` replace those fields when given):
 
-  python scripts/export_pretrained.py g2/model.pt --name qm9_conditional --guidance-scale 2
+  python scripts/export_pretrained.py g2/model.pt --name qm9_conditional --guidance-scale 2 --property-guidance mu=4
+
+(``--property-guidance P=W``: the default weight when property P is given, where it differs from
+``--guidance-scale``; with several properties given the sampler takes the largest of their weights.)
 
 Writes <name>.pt (state_dict of the EMA net + hyper-parameters; fp16 with --half) and <name>.json
 (file, sha256, training record). The loader checks the sha256 and loads with weights_only=True.
@@ -37,6 +40,8 @@ def main(argv=None) -> None:
     ap.add_argument("--half", action="store_true")
     ap.add_argument("--guidance-scale", type=float, default=None,
                     help="record this classifier-free guidance weight as the conditional model's sampling default")
+    ap.add_argument("--property-guidance", action="append", default=[], metavar="PROP=W",
+                    help="default guidance weight when PROP is given (repeatable), e.g. mu=4")
     ap.add_argument("--weights", choices=("ema", "raw"), default="ema",
                     help="the averaged weights (default) or the optimiser's current ones")
     ap.add_argument("--hardware", default=None, help="where it was trained (required for a checkpoint)")
@@ -73,11 +78,24 @@ def main(argv=None) -> None:
             "dtype": "float16" if a.half else "float32",
         }
     hparams = ck["hyper_parameters"]
+    props = (hparams.get("conditioning") or {}).get("properties") or []
+    if (a.guidance_scale is not None or a.property_guidance) and not props:
+        raise SystemExit("--guidance-scale and --property-guidance need a conditional model")
     if a.guidance_scale is not None:
-        if not (hparams.get("conditioning") or {}).get("properties"):
-            raise SystemExit("--guidance-scale needs a conditional model")
         hparams = {**hparams, "conditioning": {**hparams["conditioning"], "guidance_scale": a.guidance_scale}}
         record["default_guidance_scale"] = a.guidance_scale
+    if a.property_guidance:
+        scales = {}
+        for item in a.property_guidance:
+            prop, sep, value = item.partition("=")
+            try:
+                scales[prop] = float(value)
+            except ValueError:
+                sep = ""
+            if not sep or prop not in props:
+                raise SystemExit(f"--property-guidance {item!r}: expected PROP=WEIGHT with PROP one of {props}")
+        hparams = {**hparams, "conditioning": {**hparams["conditioning"], "guidance_scales": scales}}
+        record["default_guidance_scales"] = scales
     out = {"state_dict": state, "hyper_parameters": hparams, "training_record": record}
     path = a.out_dir / f"{a.name}.pt"
     torch.save(out, path)

@@ -15,14 +15,11 @@ out="$(mkdir -p "${1:?usage: gpu_window.sh OUT}" && cd "$1" && pwd)"
 scale="${SCALE:-1}"
 work="${WORK:-${TMPDIR:-/tmp}/moldiff-window}"
 rm -rf "$work" && mkdir -p "$work"
-m() { python3 -c "print(round($1 * $scale, 3))"; }
+m() { "$py" -c "print(round($1 * $scale, 3))"; }
 cd "$root"
 
-# hydra-core/omegaconf for the tests too (gpu_train.sh installs them the same way for itself)
-if ! python3 -c "import hydra, omegaconf" 2>/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check --target "$work/site" .whl/*.whl
-  export PYTHONPATH="$work/site${PYTHONPATH:+:$PYTHONPATH}"
-fi
+# hydra-core/omegaconf and the repository on PYTHONPATH, for the tests and every chunk
+source scripts/gpu_env.sh
 if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then
   nvidia-smi dmon -s um -d 10 >"$out/gpu_use.txt" 2>&1 &
   dmon=$!
@@ -37,7 +34,7 @@ chunk() {
   tar cf "$out/$name.tar" -C "$work" --exclude='resume.ckpt*' --exclude=run "$name"
 }
 
-MOLDIFF_TEST_DATA_ROOT=data/processed python3 -m pytest -q -p no:cacheprovider tests/training/test_train.py \
+MOLDIFF_TEST_DATA_ROOT=data/processed "$py" -m pytest -q -p no:cacheprovider tests/training/test_train.py \
   -k noise_differs >"$out/cuda_test.txt" 2>&1 &
 
 U=(--run-dir "$work/run_u" --total-minutes "$(m 7.8)" -- data.batch_size=1024 optim.lr=1.0e-3 optim.warmup_steps=200 data.num_workers=3)

@@ -174,8 +174,8 @@ def generate(cfg: DictConfig) -> dict:
     num_atoms = parse_num_atoms(cfg.num_atoms)
     device = pick_device(cfg.device)
     model = load_checkpoint(default_ckpt(cfg), device)
-    resolve_guidance(cfg, model)
     targets = read_targets(cfg, model, cfg.n_samples)
+    resolve_guidance(cfg, model, targets)
     fragment = read_fragment(cfg.inpaint.sdf, model) if cfg.inpaint.sdf else None
     if fragment is not None:
         check_fragment_fits(cfg, model, num_atoms, fragment)

@@ -54,6 +54,20 @@ class LoadedModel:
         return float((self.hparams.get("conditioning") or {}).get("guidance_scale", 1.0))
 
     @property
+    def property_guidance_scales(self) -> dict[str, float]:
+        """Default guidance weights recorded for single properties (``conditioning.guidance_scales``), where
+        they differ from :attr:`default_guidance_scale`."""
+        given = (self.hparams.get("conditioning") or {}).get("guidance_scales") or {}
+        return {str(p): float(w) for p, w in given.items()}
+
+    def guidance_scale_for(self, properties: list[str]) -> float:
+        """The default guidance weight when ``properties`` are given: the largest of their recorded per-property
+        weights (:attr:`property_guidance_scales`), else :attr:`default_guidance_scale`."""
+        own = self.property_guidance_scales
+        return max([self.default_guidance_scale] * (not any(p in own for p in properties))
+                   + [own[p] for p in properties if p in own])
+
+    @property
     def property_units(self) -> dict[str, str]:
         return dict((self.hparams.get("conditioning") or {}).get("units", {}) or {})
 

@@ -98,3 +98,28 @@ def test_bad_targets_are_one_line_errors(trained):
     bad = run_cli("sample", f"ckpt={gen}", "n_samples=1", "steps=2", f"conditioning.targets_csv={csv}",
                   f"out={tmp / 'x.sdf'}", check=False)
     assert bad.returncode == 2 and "line 3, column gap" in bad.stderr
+
+
+def test_per_property_default_guidance_recorded_at_export(trained):
+    """An exported model may record a default guidance weight per property; the sampler takes the largest of
+    the given properties' weights (the overall default for the others), and an explicit scale wins."""
+    tmp, _, _, gen = trained
+    run_script("export_pretrained.py", str(gen), "--name", "g", "--hardware", "test", "--wall-time-min", "1", "--guidance-scale", "2",
+               "--property-guidance", "mu=4", "--out-dir", str(tmp))
+    model = tmp / "g.pt"
+    record = json.loads((tmp / "g.json").read_text())["training_record"]
+    assert record["default_guidance_scale"] == 2 and record["default_guidance_scales"] == {"mu": 4.0}
+
+    def scale(*targets):
+        out = tmp / "pg.sdf"
+        run_cli("sample", f"ckpt={model}", "n_samples=1", "steps=2", *targets, f"out={out}", "progress=false",
+                "resume=false", "decode=argmax")
+        return json.loads((tmp / "pg.sdf.run.json").read_text())["settings"]["guidance_scale"]
+
+    assert scale("conditioning.gap=6000") == 2
+    assert scale("conditioning.mu=2.5") == 4
+    assert scale("conditioning.mu=2.5", "conditioning.gap=6000") == 4
+    assert scale("conditioning.mu=2.5", "guidance_scale=1.5") == 1.5
+    bad = run_script("export_pretrained.py", str(gen), "--name", "h", "--hardware", "test", "--wall-time-min", "1", "--property-guidance",
+                     "homo=4", "--out-dir", str(tmp), check=False)
+    assert bad.returncode != 0 and "expected PROP=WEIGHT with PROP one of ['gap', 'mu']" in bad.stderr

@@ -1,0 +1,19 @@
+# Sourced by gpu_train.sh and gpu_window.sh: makes `import moldiff, hydra, omegaconf` work on a bare machine.
+# Installs hydra-core, omegaconf and antlr4-python3-runtime from a local wheel folder (default .whl/ in the
+# repository, or $MOLDIFF_WHEELS) into $TMPDIR/moldiff-site when they are missing, and puts that folder and
+# the repository on PYTHONPATH (no install of moldiff needed). Uses $PYTHON (default python3); needs $root.
+py="${PYTHON:-python3}"
+if ! "$py" -c "import hydra, omegaconf" 2>/dev/null; then
+  wheels="${MOLDIFF_WHEELS:-$root/.whl}"
+  if ! ls "$wheels"/*.whl >/dev/null 2>&1; then
+    echo "moldiff: hydra-core/omegaconf are not installed and $wheels holds no wheels (see docs/gpu_training.md)" >&2
+    exit 2
+  fi
+  site="${TMPDIR:-/tmp}/moldiff-site"
+  "$py" -m pip install -q --no-index --no-deps --no-compile --disable-pip-version-check --target "$site" "$wheels"/*.whl
+  export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
+fi
+case ":${PYTHONPATH:-}:" in
+  *":$root:"*) ;;
+  *) export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" ;;
+esac
