@@ -15,6 +15,14 @@ under another name or with a default guidance weight; its training record is kep
 (``--property-guidance P=W``: the default weight when property P is given, where it differs from
 ``--guidance-scale``; with several properties given the sampler takes the largest of their weights.)
 
+The training record can be completed from the run's own files instead of by hand: ``--chunk-records``
+takes the ``record.json`` of each ``scripts/gpu_train.sh`` chunk (their molecules/s and minutes), and
+``--warm-started-from`` the model file the run started from (its sha256 and training record are nested,
+and the training minutes of both are added up):
+
+  python scripts/export_pretrained.py u2/model.pt --name qm9_default \
+      --chunk-records u1/record.json u2/record.json --warm-started-from moldiff/pretrained/qm9_default.pt
+
 Writes <name>.pt (state_dict of the EMA net + hyper-parameters; fp16 with --half) and <name>.json
 (file, sha256, training record). The loader checks the sha256 and loads with weights_only=True.
 """
@@ -47,6 +55,10 @@ def main(argv=None) -> None:
     ap.add_argument("--hardware", default=None, help="where it was trained (required for a checkpoint)")
     ap.add_argument("--wall-time-min", type=float, default=None)
     ap.add_argument("--recipe", default=None, help="how it was trained (default for a checkpoint: experiment=qm9_cpu)")
+    ap.add_argument("--chunk-records", type=Path, nargs="+", default=[], metavar="RECORD_JSON",
+                    help="record.json of each scripts/gpu_train.sh chunk of this run, in order")
+    ap.add_argument("--warm-started-from", type=Path, default=None, metavar="MODEL_PT",
+                    help="the exported model file this run was warm-started from")
     ap.add_argument("--out-dir", type=Path, default=OUT)
     a = ap.parse_args(argv)
     ck = torch.load(a.ckpt, map_location="cpu", weights_only=True)
@@ -96,6 +108,12 @@ def main(argv=None) -> None:
                 raise SystemExit(f"--property-guidance {item!r}: expected PROP=WEIGHT with PROP one of {props}")
         hparams = {**hparams, "conditioning": {**hparams["conditioning"], "guidance_scales": scales}}
         record["default_guidance_scales"] = scales
+    if a.chunk_records:
+        chunks = [read_json(p, "--chunk-records") for p in a.chunk_records]
+        record["molecules_per_second"] = {f"chunk{k + 1}": c.get("molecules_per_second") for k, c in enumerate(chunks)}
+        record["chunk_minutes"] = [c.get("chunk_minutes") for c in chunks]
+    if a.warm_started_from:
+        record.update(warm_start_record(a.warm_started_from, record.get("wall_time_min")))
     out = {"state_dict": state, "hyper_parameters": hparams, "training_record": record}
     path = a.out_dir / f"{a.name}.pt"
     torch.save(out, path)
@@ -108,6 +126,28 @@ def main(argv=None) -> None:
             "training_record": record}
     (a.out_dir / f"{a.name}.json").write_text(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info, indent=1))
+
+
+def read_json(path: Path, option: str) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"{option} {path}: not a readable JSON file ({exc})") from None
+
+
+def warm_start_record(path: Path, wall_time_min: float | None) -> dict:
+    """``warm_started_from`` (the earlier model's sha256 and training record) and ``total_training_min`` (this
+    run's minutes plus all the earlier model's)."""
+    try:
+        earlier = torch.load(path, map_location="cpu", weights_only=True)["training_record"]
+    except Exception as exc:
+        raise SystemExit(f"--warm-started-from {path}: not an exported model file ({exc})") from None
+    nested = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), **earlier}
+    before = earlier.get("total_training_min", earlier.get("total_gpu_training_min", earlier.get("wall_time_min")))
+    out = {"warm_started_from": nested}
+    if wall_time_min is not None and before is not None:
+        out["total_training_min"] = round(float(wall_time_min) + float(before), 2)
+    return out
 
 
 if __name__ == "__main__":

@@ -78,6 +78,18 @@ def test_cli_checkpoint_weights_only_and_resume(tiny_ckpt, data_root, tmp_path):
     assert again["global_step"] == 10 and again["hardware"] == "test" and again["recipe"] == "again"
     a, b = (torch.load(tmp_path / f, map_location="cpu", weights_only=True)["state_dict"] for f in ("m.pt", "m2.pt"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    # the record is completed from the chunks' record.json files and the model the run started from
+    chunks = []
+    for k, (rate, minutes) in enumerate([(100, 5.5), (120, 2.3)]):
+        chunks.append(tmp_path / f"record{k}.json")
+        chunks[-1].write_text(json.dumps({"molecules_per_second": rate, "chunk_minutes": minutes}))
+    run_script("export_pretrained.py", str(tmp_path / "m2.pt"), "--name", "m3", "--out-dir", str(tmp_path),
+               "--chunk-records", *map(str, chunks), "--warm-started-from", str(tmp_path / "m.pt"))
+    third = json.loads((tmp_path / "m3.json").read_text())["training_record"]
+    assert third["molecules_per_second"] == {"chunk1": 100, "chunk2": 120} and third["chunk_minutes"] == [5.5, 2.3]
+    first = json.loads((tmp_path / "m.json").read_text())
+    assert third["warm_started_from"] == {"sha256": first["sha256"], **first["training_record"]}
+    assert third["total_training_min"] == pytest.approx(2 * record["wall_time_min"])
 
 
 def test_ckpt_path_missing_is_a_clear_error(data_root, tmp_path):
