@@ -73,6 +73,7 @@ class MoleculeGenerator:
         sampler: str = "ancestral",
         num_atoms: int | list[int] | None = None,
         guidance_scale: float | None = None,
+        guidance_interval: tuple[float, float] | None = None,
         relax: str = "none",
         time_power: float | None = None,
         temperature: float | None = None,
@@ -96,7 +97,9 @@ class MoleculeGenerator:
                 ``temperature``; None: its default).
             num_atoms: None (the training histogram), a fixed atom count, or a range ``[lo, hi]``.
             guidance_scale: classifier-free guidance weight of a conditional model (1 = plain conditional;
-                None: the model's default, 2 for the shipped ``qm9_conditional``).
+                None: the model's default for the given properties).
+            guidance_interval: ``(lo, hi)``: guidance only at diffusion times in this interval (None: the
+                model's default for the given properties; every step when it records none).
             relax: ``none``, ``mmff`` (MMFF94s, else UFF) or ``uff``: force-field relaxation of the
                 sanitizable molecules.
 
@@ -121,6 +124,8 @@ class MoleculeGenerator:
         given = dict(conditioning or {})
         settings.update(n_samples=n, steps=steps, seed=seed, decode=decode, batch_size=batch_size, sampler=sampler,
                         num_atoms=num_atoms, guidance_scale=guidance_scale, relax=relax, progress=False)
+        if guidance_interval is not None:
+            settings["guidance_interval"] = list(guidance_interval)
         if time_power is not None:
             settings["time_power"] = time_power
         if temperature is not None:

@@ -312,6 +312,18 @@ def parse_num_atoms(value: object) -> int | list[int] | None:
 
 
 
+def parse_guidance_interval(value: object) -> tuple[float, float]:
+    """``[lo, hi]`` with ``0 <= lo <= hi <= 1`` (a one-line ``ValueError`` otherwise)."""
+    try:
+        lo, hi = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        lo = hi = float("nan")
+    if not 0.0 <= lo <= hi <= 1.0 or isinstance(value, str):
+        raise ValueError(f"guidance_interval must be [lo, hi] with 0 <= lo <= hi <= 1 (diffusion times), or null, "
+                         f"got {value!r}")
+    return lo, hi
+
+
 def check_numbers(cfg: DictConfig) -> None:
     """Counts, seed, sampler, switches and guidance scale (one-line ``ValueError`` naming the option)."""
     for key in ("n_samples", "batch_size", "steps", "max_png"):
@@ -324,6 +336,8 @@ def check_numbers(cfg: DictConfig) -> None:
             raise ValueError(f"{key} must be true or false, got {cfg[key]!r}")
     if cfg.guidance_scale is not None:
         as_number(cfg.guidance_scale, "guidance_scale (or null: the model's own)")
+    if cfg.guidance_interval is not None:
+        parse_guidance_interval(cfg.guidance_interval)
     for key, value in given_targets(cfg).items():
         as_number(value, f"conditioning.{key}")
     as_number(cfg.time_power, "time_power", positive=True)
@@ -373,13 +387,16 @@ def check_fragment_fits(cfg: DictConfig, model: LoadedModel, num_atoms: int | li
 
 
 def resolve_guidance(cfg: DictConfig, model: LoadedModel, targets: torch.Tensor | None = None) -> None:
-    """``guidance_scale=null`` -> the model's default for the properties given in ``targets`` (the columns
-    that hold a value; :meth:`LoadedModel.guidance_scale_for`), or its overall default (1 when it records
-    none)."""
-    if cfg.guidance_scale is None:
-        given = [p for k, p in enumerate(model.properties) if targets is not None and not torch.isnan(targets[:, k]).all()]
-        with open_dict(cfg):
-            cfg.guidance_scale = model.guidance_scale_for(given)
+    """``guidance_scale=null`` / ``guidance_interval=null`` -> the model's defaults for the properties given in
+    ``targets`` (the columns that hold a value; :meth:`LoadedModel.guidance_for`), or its overall default
+    (weight 1 on every step when it records none)."""
+    given = [p for k, p in enumerate(model.properties) if targets is not None and not torch.isnan(targets[:, k]).all()]
+    scale, interval = model.guidance_for(given)
+    with open_dict(cfg):
+        if cfg.guidance_scale is None:
+            cfg.guidance_scale = scale
+        cfg.guidance_interval = list(parse_guidance_interval(interval if cfg.guidance_interval is None
+                                                             else cfg.guidance_interval))
 
 
 
@@ -414,6 +431,7 @@ def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedM
                 if not np.isnan(val):
                     m.props[f"target_{p}"] = float(val)
             m.props["guidance_scale"] = float(cfg.guidance_scale)
+            m.props["guidance_interval"] = " ".join(f"{v:g}" for v in cfg.guidance_interval)
         if fragment is not None:
             m.props["inpaint_fixed_atoms"] = fragment.num_atoms
 
@@ -439,6 +457,7 @@ def sample_batch(b: int, cfg: DictConfig, model: LoadedModel, targets: torch.Ten
         model.diffusion, model.denoiser_fn(None), counts, steps=cfg.steps, sampler=cfg.sampler,
         time_power=float(cfg.time_power), temperature=float(cfg.temperature),
         guided_denoiser=guided, guidance_scale=cfg.guidance_scale, fragment=fragment,
+        guidance_interval=tuple(cfg.guidance_interval) if cfg.get("guidance_interval") is not None else (0.0, 1.0),
         generator=dev_gen, device=device, **extra,
     )
     statuses = None

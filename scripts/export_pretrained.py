@@ -12,8 +12,9 @@ under another name or with a default guidance weight; its training record is kep
 
   python scripts/export_pretrained.py g2/model.pt --name qm9_conditional --guidance-scale 2 --property-guidance mu=4
 
-(``--property-guidance P=W``: the default weight when property P is given, where it differs from
-``--guidance-scale``; with several properties given the sampler takes the largest of their weights.)
+(``--property-guidance P=W`` or ``P=W,LO,HI``: the default weight when property P is given, where it differs
+from ``--guidance-scale``, applied at the diffusion times in ``[LO, HI]`` (default every step); with several
+properties given the sampler takes the setting of the one with the largest weight.)
 
 The training record can be completed from the run's own files instead of by hand: ``--chunk-records``
 takes the ``record.json`` of each ``scripts/gpu_train.sh`` chunk (their molecules/s and minutes), and
@@ -48,8 +49,9 @@ def main(argv=None) -> None:
     ap.add_argument("--half", action="store_true")
     ap.add_argument("--guidance-scale", type=float, default=None,
                     help="record this classifier-free guidance weight as the conditional model's sampling default")
-    ap.add_argument("--property-guidance", action="append", default=[], metavar="PROP=W",
-                    help="default guidance weight when PROP is given (repeatable), e.g. mu=4")
+    ap.add_argument("--property-guidance", action="append", default=[], metavar="PROP=W[,LO,HI]",
+                    help="default guidance weight (and interval of diffusion times) when PROP is given "
+                         "(repeatable), e.g. mu=4,0.2,1")
     ap.add_argument("--weights", choices=("ema", "raw"), default="ema",
                     help="the averaged weights (default) or the optimiser's current ones")
     ap.add_argument("--hardware", default=None, help="where it was trained (required for a checkpoint)")
@@ -97,17 +99,25 @@ def main(argv=None) -> None:
         hparams = {**hparams, "conditioning": {**hparams["conditioning"], "guidance_scale": a.guidance_scale}}
         record["default_guidance_scale"] = a.guidance_scale
     if a.property_guidance:
-        scales = {}
+        scales, intervals = {}, {}
         for item in a.property_guidance:
             prop, sep, value = item.partition("=")
             try:
-                scales[prop] = float(value)
+                numbers = [float(v) for v in value.split(",")]
             except ValueError:
-                sep = ""
-            if not sep or prop not in props:
-                raise SystemExit(f"--property-guidance {item!r}: expected PROP=WEIGHT with PROP one of {props}")
-        hparams = {**hparams, "conditioning": {**hparams["conditioning"], "guidance_scales": scales}}
+                numbers = []
+            if not sep or prop not in props or len(numbers) not in (1, 3) or (
+                    len(numbers) == 3 and not 0 <= numbers[1] <= numbers[2] <= 1):
+                raise SystemExit(f"--property-guidance {item!r}: expected PROP=WEIGHT or PROP=WEIGHT,LO,HI "
+                                 f"(0 <= LO <= HI <= 1) with PROP one of {props}")
+            scales[prop] = numbers[0]
+            if len(numbers) == 3:
+                intervals[prop] = numbers[1:]
+        hparams = {**hparams, "conditioning": {**hparams["conditioning"], "guidance_scales": scales,
+                                               "guidance_intervals": intervals}}
         record["default_guidance_scales"] = scales
+        if intervals:
+            record["default_guidance_intervals"] = intervals
     if a.chunk_records:
         chunks = [read_json(p, "--chunk-records") for p in a.chunk_records]
         record["molecules_per_second"] = {f"chunk{k + 1}": c.get("molecules_per_second") for k, c in enumerate(chunks)}

@@ -116,6 +116,7 @@ def run_settings(cfg: DictConfig, model: LoadedModel, targets: torch.Tensor | No
         "temperature": float(cfg.temperature), "seed": cfg.seed, "batch_size": cfg.batch_size,
         "num_atoms": num_atoms,
         "guidance_scale": cfg.guidance_scale, "inpaint": cfg.inpaint.sdf,
+        **({"guidance_interval": list(cfg.guidance_interval)} if model.properties else {}),
         "targets": None if targets is None else [[None if np.isnan(v) else v for v in targets[0].tolist()]]
         if not cfg.conditioning.targets_csv
         else cfg.conditioning.targets_csv,

@@ -60,12 +60,17 @@ class LoadedModel:
         given = (self.hparams.get("conditioning") or {}).get("guidance_scales") or {}
         return {str(p): float(w) for p, w in given.items()}
 
-    def guidance_scale_for(self, properties: list[str]) -> float:
-        """The default guidance weight when ``properties`` are given: the largest of their recorded per-property
-        weights (:attr:`property_guidance_scales`), else :attr:`default_guidance_scale`."""
-        own = self.property_guidance_scales
-        return max([self.default_guidance_scale] * (not any(p in own for p in properties))
-                   + [own[p] for p in properties if p in own])
+    def guidance_for(self, properties: list[str]) -> tuple[float, list[float]]:
+        """The default guidance weight and interval of diffusion times when ``properties`` are given: those
+        recorded for the given property with the largest per-property weight (``conditioning.guidance_scales``,
+        ``conditioning.guidance_intervals``), else :attr:`default_guidance_scale` on every step ``[0, 1]``."""
+        cond = self.hparams.get("conditioning") or {}
+        intervals = cond.get("guidance_intervals") or {}
+        own = {p: w for p, w in self.property_guidance_scales.items() if p in properties}
+        if not own:
+            return self.default_guidance_scale, [0.0, 1.0]
+        top = max(own, key=own.get)
+        return own[top], [float(v) for v in intervals.get(top, [0.0, 1.0])]
 
     @property
     def property_units(self) -> dict[str, str]:

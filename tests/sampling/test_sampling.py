@@ -123,6 +123,26 @@ def test_guidance_moves_distribution_toward_target():
     assert high > low + 0.3, (low, high)
 
 
+def test_guidance_interval_limits_the_unconditional_calls_to_its_steps():
+    """Guidance applies only at the steps whose time lies in the interval: the unconditional network runs on
+    those steps alone, and a wrong interval is refused."""
+    diff, net = toy_model(num_props=1)
+    counts = torch.full((3,), 5)
+    props = torch.ones(3, 1)
+    seen = []
+
+    def uncond(*args, **kw):
+        seen.append(float(args[5][0]))  # the step's time
+        return fn(net)(*args, **kw)
+
+    sample(diff, uncond, counts, steps=10, guided_denoiser=fn(net, props), guidance_scale=3.0,
+           guidance_interval=(0.25, 0.65), generator=torch.Generator().manual_seed(0))
+    assert seen == pytest.approx([0.6, 0.5, 0.4, 0.3])  # t = 1.0, 0.9, ..., 0.1 on the uniform grid
+    for bad in [(0.5, 0.2), (-0.1, 1.0), (0.0, 1.5)]:
+        with pytest.raises(ValueError, match="guidance_interval must be"):
+            sample(diff, uncond, counts, steps=2, guided_denoiser=fn(net, props), guidance_interval=bad)
+
+
 def test_cli_sample_reproducible_sdf(tiny_ckpt, tmp_path):
     a, b = tmp_path / "a.sdf", tmp_path / "b.sdf"
     for out in (a, b):

@@ -105,21 +105,27 @@ def test_per_property_default_guidance_recorded_at_export(trained):
     the given properties' weights (the overall default for the others), and an explicit scale wins."""
     tmp, _, _, gen = trained
     run_script("export_pretrained.py", str(gen), "--name", "g", "--hardware", "test", "--wall-time-min", "1", "--guidance-scale", "2",
-               "--property-guidance", "mu=4", "--out-dir", str(tmp))
+               "--property-guidance", "mu=4,0.2,1", "--out-dir", str(tmp))
     model = tmp / "g.pt"
     record = json.loads((tmp / "g.json").read_text())["training_record"]
     assert record["default_guidance_scale"] == 2 and record["default_guidance_scales"] == {"mu": 4.0}
+    assert record["default_guidance_intervals"] == {"mu": [0.2, 1.0]}
 
     def scale(*targets):
         out = tmp / "pg.sdf"
         run_cli("sample", f"ckpt={model}", "n_samples=1", "steps=2", *targets, f"out={out}", "progress=false",
                 "resume=false", "decode=argmax")
-        return json.loads((tmp / "pg.sdf.run.json").read_text())["settings"]["guidance_scale"]
+        settings = json.loads((tmp / "pg.sdf.run.json").read_text())["settings"]
+        assert f"guidance_interval>\n{' '.join(f'{v:g}' for v in settings['guidance_interval'])}" in out.read_text()
+        return settings["guidance_scale"], settings["guidance_interval"]
 
-    assert scale("conditioning.gap=6000") == 2
-    assert scale("conditioning.mu=2.5") == 4
-    assert scale("conditioning.mu=2.5", "conditioning.gap=6000") == 4
-    assert scale("conditioning.mu=2.5", "guidance_scale=1.5") == 1.5
+    assert scale("conditioning.gap=6000") == (2, [0, 1])
+    assert scale("conditioning.mu=2.5") == (4, [0.2, 1])
+    assert scale("conditioning.mu=2.5", "conditioning.gap=6000") == (4, [0.2, 1])
+    assert scale("conditioning.mu=2.5", "guidance_scale=1.5", "guidance_interval=[0,0.5]") == (1.5, [0, 0.5])
+    bad = run_cli("sample", f"ckpt={model}", "n_samples=1", "steps=2", "conditioning.mu=2.5", "guidance_interval=[0.5,0.2]",
+                  f"out={tmp / 'bad.sdf'}", check=False)
+    assert bad.returncode == 2 and "guidance_interval must be [lo, hi] with 0 <= lo <= hi <= 1" in bad.stderr
     bad = run_script("export_pretrained.py", str(gen), "--name", "h", "--hardware", "test", "--wall-time-min", "1", "--property-guidance",
                      "homo=4", "--out-dir", str(tmp), check=False)
-    assert bad.returncode != 0 and "expected PROP=WEIGHT with PROP one of ['gap', 'mu']" in bad.stderr
+    assert bad.returncode != 0 and "with PROP one of ['gap', 'mu']" in bad.stderr
