@@ -108,8 +108,11 @@ def bench_one(module: DiffusionModule, batches, steps: int, warmup: int, device,
             torch._foreach_lerp_(ema, [p.detach() for p in params], 1e-3)
         return loss
 
+    w0 = time.perf_counter()
     for k in range(warmup):
         step(batches[k % len(batches)])
+    sync(device)
+    warmup_s = time.perf_counter() - w0
     reset_peak(device)
     sync(device)
     t0, c0 = time.perf_counter(), time.process_time()
@@ -123,7 +126,7 @@ def bench_one(module: DiffusionModule, batches, steps: int, warmup: int, device,
     return {
         "mols_per_s": round(n_mol / wall, 3), "ms_per_step": round(1000 * wall / steps, 2),
         "cpu_ms_per_step": round(1000 * cpu / steps, 2) if device.type == "cpu" else None,
-        "peak_mem_mb": round(peak_mem_mb(device), 1), "steps_timed": steps,
+        "peak_mem_mb": round(peak_mem_mb(device), 1), "steps_timed": steps, "warmup_s": round(warmup_s, 1),
     }
 
 
@@ -136,6 +139,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=None, help="timed steps per row (default 10; quick 3)")
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--no-bf16", action="store_true", help="GPU: full fp32 instead of bf16 autocast")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the denoiser (dynamic shapes), as moldiff-train compile=true; the warm-up "
+                        "steps (warmup_s) include the compilation")
     p.add_argument("--synthetic", action="store_true", help="synthetic molecules even if the cache exists")
     p.add_argument("--dataset", default="qm9")
     p.add_argument("--seed", type=int, default=0)
@@ -177,7 +183,10 @@ def main(argv: list[str] | None = None) -> dict:
             mean_atoms = sum(b.num_nodes for b in batches) / sum(b.num_graphs for b in batches)
             torch.manual_seed(a.seed)
             module = make_module(preset, vocab, stats)
-            row = {"preset": preset, "params": num_params(module.net), "batch_size": bs, "mean_atoms": round(mean_atoms, 2)}
+            if a.compile:
+                module.net.compile(dynamic=True)
+            row = {"preset": preset, "params": num_params(module.net), "batch_size": bs, "mean_atoms": round(mean_atoms, 2),
+                   "compiled": a.compile}
             try:
                 row.update(bench_one(module, batches, steps, a.warmup, device, bf16))
             except torch.cuda.OutOfMemoryError:

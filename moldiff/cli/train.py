@@ -432,6 +432,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     if cfg.task not in ("diffusion", "property"):
         raise ValueError(f"unknown task {cfg.task!r}; choose from ['diffusion', 'property']")
     check_numbers(cfg)
+    if not isinstance(cfg.get("compile", False), bool):
+        raise ValueError(f"compile must be true or false, got {cfg.compile!r}")
     run_dir, timestamped = resolve_run_dir(cfg)
     with open_dict(cfg):
         cfg.run_dir = str(run_dir)  # the folder actually used, in config.yaml too
@@ -455,6 +457,9 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     callbacks = build_callbacks(cfg) + list(extra_callbacks or [])
     if cfg.get("init_from") and ckpt_path is None:
         init_weights(module, cfg.init_from)
+    if cfg.get("compile"):
+        module.net.compile(dynamic=True)  # in place: the weights and their checkpoint keys stay as they are
+        log.info("the denoiser is compiled with torch.compile (dynamic shapes) on its first step")
     loggers = build_loggers(cfg, ckpt_path)
     trainer = build_trainer(cfg, max_time=None, callbacks=callbacks, logger=loggers or False, default_root_dir=str(run_dir))
     if trainer.is_global_zero:
