@@ -12,9 +12,9 @@ under another name or with a default guidance weight; its training record is kep
 
   python scripts/export_pretrained.py g2/model.pt --name qm9_conditional --guidance-scale 2 --property-guidance mu=4
 
-(``--property-guidance P=W`` or ``P=W,LO,HI``: the default weight when property P is given, where it differs
-from ``--guidance-scale``, applied at the diffusion times in ``[LO, HI]`` (default every step); with several
-properties given the sampler takes the setting of the one with the largest weight.)
+(``--property-guidance P=W`` or ``P=W,LO,HI``: the default weight when property P is the only one given,
+where it differs from ``--guidance-scale``, applied at the diffusion times in ``[LO, HI]`` (default every
+step); with several properties given the sampler uses ``--guidance-scale``.)
 
 The training record can be completed from the run's own files instead of by hand: ``--chunk-records``
 takes the ``record.json`` of each ``scripts/gpu_train.sh`` chunk (their molecules/s and minutes), and
@@ -50,7 +50,7 @@ def main(argv=None) -> None:
     ap.add_argument("--guidance-scale", type=float, default=None,
                     help="record this classifier-free guidance weight as the conditional model's sampling default")
     ap.add_argument("--property-guidance", action="append", default=[], metavar="PROP=W[,LO,HI]",
-                    help="default guidance weight (and interval of diffusion times) when PROP is given "
+                    help="default guidance weight (and interval of diffusion times) when PROP alone is given "
                          "(repeatable), e.g. mu=4,0.2,1")
     ap.add_argument("--weights", choices=("ema", "raw"), default="ema",
                     help="the averaged weights (default) or the optimiser's current ones")

@@ -62,15 +62,15 @@ class LoadedModel:
 
     def guidance_for(self, properties: list[str]) -> tuple[float, list[float]]:
         """The default guidance weight and interval of diffusion times when ``properties`` are given: those
-        recorded for the given property with the largest per-property weight (``conditioning.guidance_scales``,
-        ``conditioning.guidance_intervals``), else :attr:`default_guidance_scale` on every step ``[0, 1]``."""
+        recorded for the property when it is the only one given (``conditioning.guidance_scales``,
+        ``conditioning.guidance_intervals``), else :attr:`default_guidance_scale` on every step ``[0, 1]``
+        (a weight tuned for one property alone need not suit a combination)."""
         cond = self.hparams.get("conditioning") or {}
-        intervals = cond.get("guidance_intervals") or {}
-        own = {p: w for p, w in self.property_guidance_scales.items() if p in properties}
-        if not own:
+        own = self.property_guidance_scales
+        if len(properties) != 1 or properties[0] not in own:
             return self.default_guidance_scale, [0.0, 1.0]
-        top = max(own, key=own.get)
-        return own[top], [float(v) for v in intervals.get(top, [0.0, 1.0])]
+        prop = properties[0]
+        return own[prop], [float(v) for v in (cond.get("guidance_intervals") or {}).get(prop, [0.0, 1.0])]
 
     @property
     def property_units(self) -> dict[str, str]:
