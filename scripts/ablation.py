@@ -50,6 +50,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                      ["model.size_embedding=false", "model.valency_feature=false", "model.distance_feature=false"]),
     "new-lr_decay": ("current recipe with a constant learning rate", ["optim.schedule=constant"]),
     "new+beta_t": ("current recipe with t ~ Beta(1.8, 1.8) in training", ["diffusion.t_sampling=beta"]),
+    "new+sc_lookahead": ("current recipe with the self-conditioning input predicted at t + U(0, 0.1), as sampling "
+                         "feeds back the previous step's prediction", ["diffusion.self_cond_lookahead=0.1"]),
 }
 
 

@@ -61,6 +61,9 @@ class JointDiffusion:
             learned as carefully as large ones at high noise. Needs ``sigma_data``.
         self_conditioning: train with the previous prediction as input half of the time (Chen et al.
             2022): the denoiser is first run without it (no gradient), its output fed back.
+        self_cond_lookahead: with self-conditioning, make that first prediction at a later time
+            ``t + d``, ``d ~ U(0, self_cond_lookahead)`` per molecule, on the molecule noised on from ``t``: as
+            in sampling, where the fed-back prediction comes from the previous, noisier step (0: at ``t``).
         t_sampling: ``uniform`` ``t ~ U(0,1)``, or ``beta`` ``t ~ Beta(a, b)`` (``t_beta``), e.g. (1.8, 1.8)
             for more training near the middle of the schedule where discrete decisions are made.
     """
@@ -81,6 +84,7 @@ class JointDiffusion:
         sigma_data: float = 1.0,
         pos_weight_max: float = 100.0,
         self_conditioning: bool = False,
+        self_cond_lookahead: float = 0.0,
         t_sampling: Literal["uniform", "beta"] = "uniform",
         t_beta: tuple[float, float] = (1.8, 1.8),
     ) -> None:
@@ -101,6 +105,9 @@ class JointDiffusion:
         self.sigma_data = float(sigma_data)
         self.pos_weight_max = float(pos_weight_max)
         self.self_conditioning = bool(self_conditioning)
+        if not 0.0 <= float(self_cond_lookahead) <= 1.0:
+            raise ValueError(f"self_cond_lookahead must be in [0, 1], got {self_cond_lookahead}")
+        self.self_cond_lookahead = float(self_cond_lookahead)
         self.t_sampling = t_sampling
         self.t_beta = tuple(float(x) for x in t_beta)
 
@@ -165,6 +172,19 @@ class JointDiffusion:
         b = symmetrize_edges(self.bond.q_sample(batch.bond_types, te), batch.edge_index, rev)
         return NoisyGraph(xt, a, c, b, batch.edge_index, batch.batch, t, G, rev), x0
 
+    def lookahead(self, g: NoisyGraph) -> NoisyGraph:
+        """``g`` noised on to ``t + d`` per molecule, ``d ~ U(0, self_cond_lookahead)`` (capped at 1)."""
+        G, device = g.num_graphs, g.t.device
+        t2 = (g.t + self.self_cond_lookahead * torch.rand(G, device=device)).clamp(max=1.0)
+        pos = self.pos.renoise(g.pos, g.t, t2, g.batch, G)
+        tn, t2n = g.t[g.batch], t2[g.batch]
+        a = torch.multinomial(self.atom.renoise_probs(g.atom_types, tn, t2n), 1).squeeze(-1)
+        c = torch.multinomial(self.charge.renoise_probs(g.charges, tn, t2n), 1).squeeze(-1)
+        src = g.batch[g.edge_index[0]]
+        b = torch.multinomial(self.bond.renoise_probs(g.bond_types, g.t[src], t2[src]), 1).squeeze(-1)
+        b = symmetrize_edges(b, g.edge_index, g.rev)
+        return NoisyGraph(pos, a, c, b, g.edge_index, g.batch, t2, G, g.rev)
+
     def time_weight(self, t: torch.Tensor) -> torch.Tensor:
         if self.time_weighting == "none":
             return torch.ones_like(t)
@@ -190,7 +210,8 @@ class JointDiffusion:
         self_cond = None
         if self.self_conditioning and torch.rand(()).item() < 0.5:  # a CPU draw: no device sync
             with torch.no_grad():
-                self_cond = self.self_cond_from(self.denoise(denoiser, g))
+                first = self.lookahead(g) if self.self_cond_lookahead > 0 else g
+                self_cond = self.self_cond_from(self.denoise(denoiser, first))
         pos0, la, lc, lb = self.denoise(denoiser, g, self_cond)
         G = g.num_graphs
         w = self.time_weight(g.t)  # [G]

@@ -66,6 +66,7 @@ def build_diffusion(
         sigma_data=float(c["sigma_data"]),
         pos_weight_max=float(c["pos_weight_max"]),
         self_conditioning=self_conditioning,
+        self_cond_lookahead=float(c["self_cond_lookahead"]),
         t_sampling=c["t_sampling"],
         t_beta=tuple(c["t_beta"]),
     )

@@ -90,3 +90,14 @@ def test_bond_noise_is_symmetric():
     rev = reverse_edge_index(ei, 7)
     b = symmetrize_edges(d.q_sample(torch.zeros(ei.shape[1], dtype=torch.long), torch.full((ei.shape[1],), 0.9)), ei, rev)
     assert torch.equal(b, b[rev])
+
+
+@pytest.mark.parametrize("transition", ["marginal", "uniform", "absorbing"])
+def test_renoise_continues_the_forward_process(transition):
+    """Noising on from t to t2 composes with q(x_t|x0) into q(x_t2|x0) (the Chapman-Kolmogorov equation)."""
+    d = make(transition)
+    S = d.num_states
+    for t, t2 in [(0.1, 0.3), (0.4, 0.45), (0.5, 1.0), (0.7, 0.7)]:
+        step = d.renoise_probs(torch.arange(S), torch.full((S,), t), torch.full((S,), t2)).double()  # [S,S]
+        assert torch.allclose(step.sum(1), torch.ones(S, dtype=torch.float64))
+        assert torch.allclose(Qbar(d, t)[:4] @ step, Qbar(d, t2)[:4], atol=1e-5)

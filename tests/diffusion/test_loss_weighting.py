@@ -76,3 +76,29 @@ def test_molecules_count_equally_whatever_their_size(graph_factory):
     a = diff.loss(offset_denoiser(batch, torch.tensor([[0.3, 0, 0], [0, 0, 0]])), batch, t)["pos"]
     b = diff.loss(offset_denoiser(batch, torch.tensor([[0, 0, 0], [0.3, 0, 0]])), batch, t)["pos"]
     assert a.item() == pytest.approx(b.item(), rel=1e-6) and a.item() == pytest.approx(0.09 / 2, rel=1e-6)
+
+
+@pytest.mark.parametrize("lookahead", [0.0, 0.2])
+def test_self_conditioning_input_is_predicted_at_a_later_time_with_lookahead(graph_factory, lookahead):
+    """With ``self_cond_lookahead`` the fed-back prediction is made at t + U(0, lookahead) on the molecule noised
+    on from t (as sampling feeds back the previous, noisier step); the trained prediction stays at t."""
+    diff = build_diffusion({"self_cond_lookahead": lookahead}, QM9_VOCAB, STATS, self_conditioning=True)
+    batch = graph_factory(num_graphs=6, lo=3, hi=8, num_types=5, num_charges=3, seed=5)
+    t = torch.tensor([0.05, 0.2, 0.4, 0.6, 0.85, 0.95])
+    calls = []
+    inner = offset_denoiser(batch, torch.zeros(6, 3))
+
+    def spy(pos, h, ei, e, b, tt, G, **kw):
+        calls.append((tt.clone(), kw.get("self_cond") is not None))
+        return inner(pos, h, ei, e, b, tt, G, **kw)
+
+    torch.manual_seed(0)
+    while not any(with_sc for _, with_sc in calls):  # the self-conditioning coin comes up heads half the time
+        calls.clear()
+        diff.loss(spy, batch, t)
+    (first, _), (trained, with_sc) = calls
+    assert with_sc and torch.equal(trained, t)
+    assert (first >= t).all() and (first <= (t + lookahead).clamp(max=1.0) + 1e-6).all()
+    assert torch.equal(first, t) == (lookahead == 0.0)
+    with pytest.raises(ValueError, match="self_cond_lookahead must be in"):
+        build_diffusion({"self_cond_lookahead": 1.5}, QM9_VOCAB, STATS, self_conditioning=True)

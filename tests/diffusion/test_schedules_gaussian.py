@@ -75,3 +75,23 @@ def test_ddim_step_recovers_x0_at_s0():
     xt -= xt.mean(0)
     out = diff.step(xt, x0, torch.zeros(4, dtype=torch.float64), torch.full((4,), 0.5, dtype=torch.float64), batch, 1, deterministic=True)
     assert torch.allclose(out, x0, atol=3e-2)  # alpha_bar(0) = 1 - 1e-5 after clamping
+
+
+def test_renoise_continues_the_forward_process():
+    """x_t2 drawn from x_t ~ q(x_t|x0) has the moments of q(x_t2|x0) and stays zero-CoM."""
+    torch.manual_seed(0)
+    diff = GaussianDiffusion(NoiseSchedule("cosine"))
+    n_graphs, n = 4000, 5
+    batch = torch.arange(n_graphs).repeat_interleave(n)
+    x0 = torch.randn(n, 3, dtype=torch.float64).repeat(n_graphs, 1)
+    x0 = x0 - x0[:n].mean(0)
+    t = torch.full((n_graphs,), 0.3, dtype=torch.float64)
+    t2 = torch.full((n_graphs,), 0.6, dtype=torch.float64)
+    xt, _ = diff.q_sample(x0, t, batch, n_graphs)
+    x2 = diff.renoise(xt, t, t2, batch, n_graphs)
+    ab2 = diff.schedule.alpha_bar(torch.tensor(0.6, dtype=torch.float64))
+    assert center_of_mass(x2, batch, n_graphs).abs().max() < 1e-10
+    assert torch.allclose(x2.view(n_graphs, n, 3).mean(0), ab2.sqrt() * x0[:n], atol=0.05)
+    var = x2.view(n_graphs, n, 3).var(0)
+    assert torch.allclose(var, torch.full_like(var, (1 - ab2.item()) * (n - 1) / n), atol=0.06)
+    assert torch.equal(diff.renoise(xt, t, t, batch, n_graphs), xt)  # no time to noise on: unchanged
