@@ -9,6 +9,11 @@ Rows are appended to ``--json`` as they finish; a rerun skips the rows already t
 
     python scripts/sampler_sweep.py --n 1000 --json results/sampler_sweep_25.json \\
         "steps=25" "steps=25,time_power=2" "steps=25,time_power=2,temperature=0.5"
+
+One more key probes what the fed-back prediction of a self-conditioning model is worth (a diagnostic of
+this script, not a sampling option): ``self_cond=none`` drops it; ``self_cond=second`` runs the network a
+second time at every step, fed the first call's prediction (two calls a step), and ``self_cond=second:LO:HI``
+only at the steps with t in [LO, HI]. Rows report the network calls made (``network_calls``).
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import moldiff
 from moldiff.utils.io import atomic_write
 
 #: options a variant may set, with their types
-OPTIONS = {"steps": int, "time_power": float, "temperature": float, "sampler": str, "guidance_scale": float}
+OPTIONS = {"steps": int, "time_power": float, "temperature": float, "sampler": str, "guidance_scale": float,
+           "self_cond": str}
 METRICS = ("mol_stability", "atom_stability", "validity", "connected_validity", "uniqueness",
            "edm_mol_stability", "edm_atom_stability", "edm_validity")
 
@@ -37,7 +43,56 @@ def parse_variant(text: str) -> dict:
         if not sep or key not in OPTIONS:
             raise SystemExit(f"variant {text!r}: {part!r} is not one of {sorted(OPTIONS)} as key=value")
         out[key] = OPTIONS[key](value)
+    if "self_cond" in out:
+        self_cond_window(out["self_cond"], text)
     return out
+
+
+def self_cond_window(mode: str, text: str = "") -> tuple[float, float] | None:
+    """``none`` -> None; ``second`` -> (0, 1); ``second:LO:HI`` -> (LO, HI)."""
+    if mode == "none":
+        return None
+    parts = mode.split(":")
+    try:
+        lo, hi = (0.0, 1.0) if parts == ["second"] else (float(parts[1]), float(parts[2]))
+        ok = parts[0] == "second" and len(parts) in (1, 3)
+    except (IndexError, ValueError):
+        ok = False
+    if not ok:
+        raise SystemExit(f"variant {text!r}: self_cond must be none, second or second:LO:HI, got {mode!r}")
+    return lo, hi
+
+
+class CountedSelfCond:
+    """Patch ``JointDiffusion.denoise`` for one variant: drop the fed-back prediction (``none``) or add a second
+    call fed the first call's (``second[:LO:HI]``); counts the network calls of the first batch's run."""
+
+    def __init__(self, mode: str | None) -> None:
+        self.mode, self.calls = mode, 0
+
+    def __enter__(self) -> "CountedSelfCond":
+        from moldiff.diffusion.joint import JointDiffusion
+
+        self._orig = orig = JointDiffusion.denoise
+        window = self_cond_window(self.mode) if self.mode else (2.0, 2.0)  # (2, 2): never a second call
+
+        def denoise(diffusion, denoiser, g, self_cond=None):
+            if self.mode == "none":
+                self_cond = None
+            out = orig(diffusion, denoiser, g, self_cond)
+            self.calls += 1
+            if window is not None and window[0] <= float(g.t[0]) <= window[1]:
+                out = orig(diffusion, denoiser, g, diffusion.self_cond_from(out))
+                self.calls += 1
+            return out
+
+        JointDiffusion.denoise = denoise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        from moldiff.diffusion.joint import JointDiffusion
+
+        JointDiffusion.denoise = self._orig
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -61,11 +116,13 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.perf_counter()
         steps = opts.pop("steps", 100)
-        mols = model.sample(a.n, steps=steps, seed=a.seed, decode="argmax", **opts)
+        with CountedSelfCond(opts.pop("self_cond", None)) as counter:
+            mols = model.sample(a.n, steps=steps, seed=a.seed, decode="argmax", **opts)
         seconds = time.perf_counter() - t0
         m = moldiff.evaluate(mols, steps=steps)
+        batches = (a.n + 99) // 100  # model.sample's default batch size
         row = {"settings": key, "variant": text, "sampling_seconds": round(seconds, 1),
-               **{k: m[k] for k in METRICS}}
+               "network_calls": counter.calls // batches, **{k: m[k] for k in METRICS}}
         rows.append(row)
         print(f"{text:45s} strict mol {100 * m['mol_stability']:5.1f} %  valid {100 * m['validity']:5.1f} %  "
               f"connected {100 * m['connected_validity']:5.1f} %  EDM mol {100 * m['edm_mol_stability']:5.1f} %  "

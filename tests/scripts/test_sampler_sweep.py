@@ -21,3 +21,17 @@ def test_sampler_sweep_rows_and_rerun(tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "scripts" / "sampler_sweep.py"), "--n", "2", "steps=2,bogus=1"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "bogus=1" in bad.stderr
+    assert all(r["network_calls"] == 2 for r in rows)
+
+
+def test_sampler_sweep_self_conditioning_probe(tmp_path):
+    """self_cond=none drops the fed-back prediction; second[:LO:HI] adds a call at the steps in the window."""
+    out = tmp_path / "sc.json"
+    run_script("sampler_sweep.py", "--n", "2", "--threads", "1", "--json", str(out), "steps=4,self_cond=none",
+               "steps=4,self_cond=second", "steps=4,self_cond=second:0.3:0.6")
+    rows = json.loads(out.read_text())["rows"]
+    # 4 steps at t = 1, 0.75, 0.5, 0.25: a second call at each, or only at t = 0.5 in [0.3, 0.6]
+    assert [r["network_calls"] for r in rows] == [4, 8, 5]
+    bad = subprocess.run([sys.executable, str(REPO / "scripts" / "sampler_sweep.py"), "--n", "2", "steps=2,self_cond=twice"],
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "self_cond must be none, second or second:LO:HI" in bad.stderr
