@@ -33,13 +33,18 @@ def test_unknown_schedule_lists_choices():
         NoiseSchedule("linearr")
 
 
-def test_forward_moments_and_zero_com():
+def copies_of_one_molecule(n_graphs: int = 4000, n: int = 5):
+    """``n_graphs`` copies of one random zero-CoM ``n``-atom molecule: ``(x0 [n_graphs*n, 3], batch)``."""
     torch.manual_seed(0)
-    diff = GaussianDiffusion(NoiseSchedule("cosine"))
-    n_graphs, n = 4000, 5
     batch = torch.arange(n_graphs).repeat_interleave(n)
     x0 = torch.randn(n, 3, dtype=torch.float64).repeat(n_graphs, 1)
-    x0 = x0 - x0[:n].mean(0)
+    return x0 - x0[:n].mean(0), batch
+
+
+def test_forward_moments_and_zero_com():
+    diff = GaussianDiffusion(NoiseSchedule("cosine"))
+    n_graphs, n = 4000, 5
+    x0, batch = copies_of_one_molecule(n_graphs, n)
     t = torch.full((n_graphs,), 0.5, dtype=torch.float64)
     xt, eps = diff.q_sample(x0, t, batch, n_graphs)
     ab = diff.schedule.alpha_bar(torch.tensor(0.5, dtype=torch.float64))
@@ -79,12 +84,9 @@ def test_ddim_step_recovers_x0_at_s0():
 
 def test_renoise_continues_the_forward_process():
     """x_t2 drawn from x_t ~ q(x_t|x0) has the moments of q(x_t2|x0) and stays zero-CoM."""
-    torch.manual_seed(0)
     diff = GaussianDiffusion(NoiseSchedule("cosine"))
     n_graphs, n = 4000, 5
-    batch = torch.arange(n_graphs).repeat_interleave(n)
-    x0 = torch.randn(n, 3, dtype=torch.float64).repeat(n_graphs, 1)
-    x0 = x0 - x0[:n].mean(0)
+    x0, batch = copies_of_one_molecule(n_graphs, n)
     t = torch.full((n_graphs,), 0.3, dtype=torch.float64)
     t2 = torch.full((n_graphs,), 0.6, dtype=torch.float64)
     xt, _ = diff.q_sample(x0, t, batch, n_graphs)
