@@ -457,7 +457,7 @@ def sample_batch(b: int, cfg: DictConfig, model: LoadedModel, targets: torch.Ten
         model.diffusion, model.denoiser_fn(None), counts, steps=cfg.steps, sampler=cfg.sampler,
         time_power=float(cfg.time_power), temperature=float(cfg.temperature),
         guided_denoiser=guided, guidance_scale=cfg.guidance_scale, fragment=fragment,
-        guidance_interval=tuple(cfg.guidance_interval) if cfg.get("guidance_interval") is not None else (0.0, 1.0),
+        guidance_interval=tuple(cfg.guidance_interval),  # set by resolve_guidance
         generator=dev_gen, device=device, **extra,
     )
     statuses = None

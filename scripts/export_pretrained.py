@@ -32,11 +32,12 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import hashlib
 import json
 from pathlib import Path
 
 import torch
+
+from moldiff.training.checkpoint import sha256
 
 OUT = Path(__file__).resolve().parents[1] / "moldiff" / "pretrained"
 MAX_BYTES = 16 * 1024 * 1024
@@ -131,7 +132,7 @@ def main(argv=None) -> None:
     if size > MAX_BYTES:
         path.unlink()
         raise SystemExit(f"{path.name} would be {size / 2**20:.1f} MiB > 16 MiB; use --half")
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = sha256(path)
     info = {"file": path.name, "sha256": digest, "bytes": size, "dataset": ck["hyper_parameters"]["dataset"]["name"],
             "training_record": record}
     (a.out_dir / f"{a.name}.json").write_text(json.dumps(info, indent=1) + "\n")
@@ -152,7 +153,7 @@ def warm_start_record(path: Path, wall_time_min: float | None) -> dict:
         earlier = torch.load(path, map_location="cpu", weights_only=True)["training_record"]
     except Exception as exc:
         raise SystemExit(f"--warm-started-from {path}: not an exported model file ({exc})") from None
-    nested = {"sha256": hashlib.sha256(path.read_bytes()).hexdigest(), **earlier}
+    nested = {"sha256": sha256(path), **earlier}
     before = earlier.get("total_training_min", earlier.get("total_gpu_training_min", earlier.get("wall_time_min")))
     out = {"warm_started_from": nested}
     if wall_time_min is not None and before is not None:

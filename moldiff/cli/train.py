@@ -25,7 +25,7 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from moldiff.cli.common import friendly_errors
+from moldiff.cli.common import friendly_errors, one_line
 from moldiff.data.cache import MolCache, data_root
 from moldiff.data.config import open_dataset, prepare_options
 from moldiff.data.datamodule import MolDataModule
@@ -366,16 +366,22 @@ def log_version(ckpt_path: str | None) -> str:
 SWITCHED_BY = {"sample_metrics": "validation.num_samples", "ema": "ema.decay", "chunk_timer": "trainer.max_time"}
 
 
-def _instantiate(node: DictConfig, what: str, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` with a rejected setting as a one-line ``ValueError`` naming ``what``."""
+def _instantiate(node: Any, what: str, skip_missing: bool = False, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` of a config entry naming its class with ``_target_``; a malformed entry or a
+    rejected setting is a one-line ``ValueError`` naming ``what``. With ``skip_missing``, an entry whose
+    package is not installed is skipped (None) with a note."""
     from hydra.errors import InstantiationException
 
+    if not isinstance(node, DictConfig) or "_target_" not in node:
+        raise ValueError(f"{what} must name a class with _target_, got {node!r}")
     try:
         return hydra.utils.instantiate(node, **kwargs)
     except InstantiationException as exc:
         cause = exc.__cause__ or exc
-        lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
-        raise ValueError(f"{what}: {lines[0] if lines else type(cause).__name__}") from None
+        if skip_missing and isinstance(cause, ModuleNotFoundError):
+            log.info("%s skipped: %s", what, one_line(cause))
+            return None
+        raise ValueError(f"{what}: {one_line(cause)}") from None
 
 
 def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
@@ -384,15 +390,11 @@ def build_callbacks(cfg: DictConfig) -> list[L.Callback]:
     need ``task=diffusion``)."""
     out: list[L.Callback] = []
     for name, node in (cfg.get("callbacks") or {}).items():
-        if node is None:
-            continue
         switch = SWITCHED_BY.get(name)
-        if switch is not None and not OmegaConf.select(cfg, switch):
+        if node is None or switch is not None and not OmegaConf.select(cfg, switch):
             continue
         if name == "sample_metrics" and cfg.task != "diffusion":
             continue
-        if not isinstance(node, DictConfig) or "_target_" not in node:
-            raise ValueError(f"callbacks.{name} must name a class with _target_, got {node!r}")
         out.append(_instantiate(node, f"callbacks.{name}"))
     return out
 
@@ -405,20 +407,11 @@ def build_loggers(cfg: DictConfig, ckpt_path: str | None) -> list:
     for name, node in (cfg.get("logger") or {}).items():
         if node is None:
             continue
-        if not isinstance(node, DictConfig) or "_target_" not in node:
-            raise ValueError(f"logger.{name} must name a class with _target_, got {node!r}")
-        kwargs = {}
-        if str(node._target_).endswith("CSVLogger") and "version" not in node:
-            kwargs["version"] = log_version(ckpt_path)
-        try:
-            out.append(hydra.utils.instantiate(node, **kwargs))
-        except Exception as exc:
-            cause = exc.__cause__ or exc
-            if isinstance(cause, ModuleNotFoundError):
-                log.info("logger.%s skipped: %s", name, str(cause).splitlines()[0])
-                continue
-            lines = [ln.strip() for ln in str(cause).splitlines() if ln.strip()]
-            raise ValueError(f"logger.{name}: {lines[0] if lines else type(cause).__name__}") from None
+        csv = isinstance(node, DictConfig) and str(node.get("_target_", "")).endswith("CSVLogger")
+        kwargs = {"version": log_version(ckpt_path)} if csv and "version" not in node else {}
+        logger = _instantiate(node, f"logger.{name}", skip_missing=True, **kwargs)
+        if logger is not None:
+            out.append(logger)
     return out
 
 
