@@ -31,7 +31,7 @@ from moldiff.utils.io import atomic_write
 
 #: options a variant may set, with their types
 OPTIONS = {"steps": int, "time_power": float, "temperature": float, "sampler": str, "guidance_scale": float,
-           "self_cond": str}
+           "self_cond": str, "sc_temperature": float}
 METRICS = ("mol_stability", "atom_stability", "validity", "connected_validity", "uniqueness",
            "edm_mol_stability", "edm_atom_stability", "edm_validity")
 
@@ -63,12 +63,20 @@ def self_cond_window(mode: str, text: str = "") -> tuple[float, float] | None:
     return lo, hi
 
 
+def retemper(probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Class probabilities ``[..., K]`` re-tempered: ``p^(1/T)`` renormalised, or one-hot argmax for ``T = 0``."""
+    if temperature == 0:
+        return torch.nn.functional.one_hot(probs.argmax(-1), probs.shape[-1]).to(probs.dtype)
+    return torch.softmax(probs.clamp_min(1e-12).log() / temperature, -1)
+
+
 class CountedSelfCond:
     """Patch ``JointDiffusion.denoise`` for one variant: drop the fed-back prediction (``none``) or add a second
-    call fed the first call's (``second[:LO:HI]``); counts the network calls of the first batch's run."""
+    call fed the first call's (``second[:LO:HI]``); ``sc_temperature`` re-tempers the fed-back class probabilities
+    (``p^(1/T)`` renormalised; 0: one-hot argmax). Counts the network calls of the first batch's run."""
 
-    def __init__(self, mode: str | None) -> None:
-        self.mode, self.calls = mode, 0
+    def __init__(self, mode: str | None, sc_temperature: float | None = None) -> None:
+        self.mode, self.sc_temperature, self.calls = mode, sc_temperature, 0
 
     def __enter__(self) -> "CountedSelfCond":
         from moldiff.diffusion.joint import JointDiffusion
@@ -79,6 +87,8 @@ class CountedSelfCond:
         def denoise(diffusion, denoiser, g, self_cond=None):
             if self.mode == "none":
                 self_cond = None
+            elif self_cond is not None and self.sc_temperature is not None:
+                self_cond = (self_cond[0], *(retemper(p, self.sc_temperature) for p in self_cond[1:]))
             out = orig(diffusion, denoiser, g, self_cond)
             self.calls += 1
             if window is not None and window[0] <= float(g.t[0]) <= window[1]:
@@ -116,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.perf_counter()
         steps = opts.pop("steps", 100)
-        with CountedSelfCond(opts.pop("self_cond", None)) as counter:
+        with CountedSelfCond(opts.pop("self_cond", None), opts.pop("sc_temperature", None)) as counter:
             mols = model.sample(a.n, steps=steps, seed=a.seed, decode="argmax", **opts)
         seconds = time.perf_counter() - t0
         m = moldiff.evaluate(mols, steps=steps)

@@ -19,7 +19,9 @@ its own, or inferred from the geometry when it has none). Only molecules that RD
 passed to PoseBusters; the others (and malformed ones) fail every check. A check that PoseBusters
 reports no result for (NaN: e.g. no ETKDG conformer ensemble for a strained ring system such as a
 bicyclobutane, or no UFF parameters for an element) fails too and is counted under ``not_run``.
-Every rate has the number of checked molecules as denominator.
+Every rate has the number of checked molecules as denominator, except ``all_pass_rate_scored``: the
+molecules passing every check among those left when the ones with a check PoseBusters gave no result
+for are left out (``n_scored``), its own reading of a missing result.
 """
 
 from __future__ import annotations
@@ -128,6 +130,7 @@ def posebusters_checks(
     Returns:
         A JSON-able dict: ``checks`` (report columns, in order), ``pass_rate`` and ``passed`` per
         check, ``all_pass_rate`` and ``all_passed`` (every check passed), ``not_run`` per check,
+        ``n_scored`` and ``all_pass_rate_scored`` (see :func:`tally`),
         ``n_molecules`` (the whole set), ``n_checked`` (the sample: the denominator),
         ``sample`` (``all`` or ``seeded``), ``seed``, ``not_sanitizable`` (molecules that failed
         every check without being passed to PoseBusters), ``config``, ``posebusters_version``,
@@ -167,9 +170,6 @@ def posebusters_checks(
     seconds = time.perf_counter() - t0
 
     n = len(chosen)
-    passed = {c: sum(1 for r in rows if r[c]) for c in checks}
-    not_run = {c: sum(1 for r in rows if r[c] is None) for c in checks}
-    all_passed = sum(1 for r in rows if all(r[c] for c in checks))
     return {
         "config": config,
         "posebusters_version": getattr(pb, "__version__", None),
@@ -178,14 +178,36 @@ def posebusters_checks(
         "n_checked": n,
         "sample": "all" if n == len(mols) else "seeded",
         "seed": seed,
+        **tally(rows, checks, n),
+        "seconds": round(seconds, 3),
+        "seconds_per_molecule": round(seconds / len(rows), 4) if rows else None,
+    }
+
+
+def tally(rows: Sequence[dict[str, bool | None]], checks: Sequence[str], n_checked: int) -> dict[str, Any]:
+    """Counts and rates of PoseBusters' per-molecule results.
+
+    ``rows`` holds one dict per molecule passed to PoseBusters (check -> True / False / None for no result);
+    the other ``n_checked - len(rows)`` checked molecules were not sanitizable. Every ``*_rate`` but the last
+    has ``n_checked`` as denominator (a check without a result fails). ``n_scored`` leaves out the molecules
+    with a check PoseBusters gave no result for (unsanitizable ones stay in: they fail, as PoseBusters'
+    own sanitization check would), and ``all_pass_rate_scored`` = ``all_passed / n_scored``: the pass rate
+    on PoseBusters' own terms, where a check without a result is missing, not failed.
+    """
+    n = n_checked
+    passed = {c: sum(1 for r in rows if r[c]) for c in checks}
+    not_run = {c: sum(1 for r in rows if r[c] is None) for c in checks}
+    all_passed = sum(1 for r in rows if all(r[c] for c in checks))
+    n_scored = n - sum(1 for r in rows if any(r[c] is None for c in checks))
+    return {
         "not_sanitizable": n - len(rows),
         "passed": passed,
         "pass_rate": {c: (v / n if n else 0.0) for c, v in passed.items()},
         "not_run": not_run,
         "all_passed": all_passed,
         "all_pass_rate": all_passed / n if n else 0.0,
-        "seconds": round(seconds, 3),
-        "seconds_per_molecule": round(seconds / len(rows), 4) if rows else None,
+        "n_scored": n_scored,
+        "all_pass_rate_scored": all_passed / n_scored if n_scored else None,
     }
 
 
@@ -203,6 +225,10 @@ def format_rows(result: dict) -> list[tuple[str, str, str]]:
         rows.append((f"  {label}", _pct(result["pass_rate"][col]), note))
     rows.append(("  all of the above", _pct(result["all_pass_rate"]), f"{result['all_passed']}/{n}"
                  + ("" if ENERGY_CHECK in result["checks"] else " (no internal-energy check)")))
+    scored = result.get("n_scored")
+    if scored is not None and scored < n and result["all_pass_rate_scored"] is not None:
+        rows.append(("  all of the above, of the scored", _pct(result["all_pass_rate_scored"]),
+                     f"{result['all_passed']}/{scored} (leaving out the {n - scored} not scorable)"))
     if result["not_sanitizable"]:
         rows.append(("  not sanitizable (fail every check)", str(result["not_sanitizable"]),
                      "not passed to PoseBusters"))

@@ -102,3 +102,22 @@ def test_sample_indices():
     assert sample_indices(5, 200) == sample_indices(5, None) == [0, 1, 2, 3, 4]
     with pytest.raises(ValueError, match="posebusters_max=0"):
         sample_indices(5, 0)
+
+
+def test_tally_counts_missing_results_as_failing_and_reports_the_scored_rate():
+    from moldiff.metrics.posebusters import tally
+
+    checks = ["bond_lengths", "internal_energy"]
+    rows = [{"bond_lengths": True, "internal_energy": True},
+            {"bond_lengths": True, "internal_energy": None},    # no conformer ensemble: not scorable
+            {"bond_lengths": False, "internal_energy": True},
+            {"bond_lengths": True, "internal_energy": True}]
+    r = tally(rows, checks, n_checked=5)                        # the fifth was not sanitizable
+    assert r["not_sanitizable"] == 1 and r["not_run"] == {"bond_lengths": 0, "internal_energy": 1}
+    assert r["passed"] == {"bond_lengths": 3, "internal_energy": 3}
+    assert r["all_passed"] == 2 and r["all_pass_rate"] == pytest.approx(2 / 5)
+    assert r["n_scored"] == 4 and r["all_pass_rate_scored"] == pytest.approx(2 / 4)
+    assert tally([], checks, n_checked=0)["all_pass_rate_scored"] is None
+    table = format_table({**evaluate_molecules([]), "posebusters": {
+        **r, "checks": checks, "n_checked": 5, "n_molecules": 5, "sample": "all", "seed": 0}})
+    assert "of the scored" in table and "2/4 (leaving out the 1 not scorable)" in table

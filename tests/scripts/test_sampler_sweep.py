@@ -35,3 +35,18 @@ def test_sampler_sweep_self_conditioning_probe(tmp_path):
     bad = subprocess.run([sys.executable, str(REPO / "scripts" / "sampler_sweep.py"), "--n", "2", "steps=2,self_cond=twice"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "self_cond must be none, second or second:LO:HI" in bad.stderr
+
+
+def test_sc_temperature_retempers_the_fed_back_probabilities():
+    import importlib.util
+
+    import torch
+
+    spec = importlib.util.spec_from_file_location("sampler_sweep", REPO / "scripts" / "sampler_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    p = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]], dtype=torch.float64)
+    assert torch.allclose(sweep.retemper(p, 1.0), p)
+    assert torch.allclose(sweep.retemper(p, 0.5), p**2 / (p**2).sum(-1, keepdim=True))
+    assert torch.equal(sweep.retemper(p, 0.0), torch.tensor([[1.0, 0, 0], [0, 0, 1.0]], dtype=torch.float64))
+    assert sweep.parse_variant("steps=3,sc_temperature=0.5") == {"steps": 3, "sc_temperature": 0.5}
