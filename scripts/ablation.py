@@ -52,6 +52,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
     "new+beta_t": ("current recipe with t ~ Beta(1.8, 1.8) in training", ["diffusion.t_sampling=beta"]),
     "new+sc_lookahead": ("current recipe with the self-conditioning input predicted at t + U(0, 0.1), as sampling "
                          "feeds back the previous step's prediction", ["diffusion.self_cond_lookahead=0.1"]),
+    "new+sc_rollout": ("current recipe trained on the state one sampler step from t + U(0, 0.1) reaches at t, "
+                       "with the prediction that step used fed back", ["diffusion.self_cond_rollout=0.1"]),
 }
 
 

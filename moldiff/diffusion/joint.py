@@ -64,6 +64,10 @@ class JointDiffusion:
         self_cond_lookahead: with self-conditioning, make that first prediction at a later time
             ``t + d``, ``d ~ U(0, self_cond_lookahead)`` per molecule, on the molecule noised on from ``t``: as
             in sampling, where the fed-back prediction comes from the previous, noisier step (0: at ``t``).
+        self_cond_rollout: with self-conditioning, reach the training state at ``t`` as sampling does: noise the
+            molecule to ``t + d``, ``d ~ U(0, self_cond_rollout)``, predict there (no gradient), take one
+            ancestral sampler step to ``t`` with that prediction and feed it back, so that the state and the
+            fed-back prediction agree as they do in sampling (0: off; not together with the lookahead).
         t_sampling: ``uniform`` ``t ~ U(0,1)``, or ``beta`` ``t ~ Beta(a, b)`` (``t_beta``), e.g. (1.8, 1.8)
             for more training near the middle of the schedule where discrete decisions are made.
     """
@@ -85,6 +89,7 @@ class JointDiffusion:
         pos_weight_max: float = 100.0,
         self_conditioning: bool = False,
         self_cond_lookahead: float = 0.0,
+        self_cond_rollout: float = 0.0,
         t_sampling: Literal["uniform", "beta"] = "uniform",
         t_beta: tuple[float, float] = (1.8, 1.8),
     ) -> None:
@@ -108,6 +113,11 @@ class JointDiffusion:
         if not 0.0 <= float(self_cond_lookahead) <= 1.0:
             raise ValueError(f"self_cond_lookahead must be in [0, 1], got {self_cond_lookahead}")
         self.self_cond_lookahead = float(self_cond_lookahead)
+        if not 0.0 <= float(self_cond_rollout) <= 1.0:
+            raise ValueError(f"self_cond_rollout must be in [0, 1], got {self_cond_rollout}")
+        if self_cond_rollout and self_cond_lookahead:
+            raise ValueError("self_cond_rollout and self_cond_lookahead are alternatives: set one of them to 0")
+        self.self_cond_rollout = float(self_cond_rollout)
         self.t_sampling = t_sampling
         self.t_beta = tuple(float(x) for x in t_beta)
 
@@ -185,6 +195,24 @@ class JointDiffusion:
         b = symmetrize_edges(b, g.edge_index, g.rev)
         return NoisyGraph(pos, a, c, b, g.edge_index, g.batch, t2, G, g.rev)
 
+    def rollout(self, denoiser: Denoiser, batch, t: torch.Tensor) -> tuple[NoisyGraph, tuple]:
+        """The state at ``t [G]`` reached by one ancestral sampler step from ``t + d`` (``d ~ U(0,
+        self_cond_rollout)``, capped at 1), with the prediction made there (no self-conditioning input);
+        returns that state and the prediction as the self-conditioning input. Call under ``no_grad``."""
+        G = t.shape[0]
+        t2 = (t + self.self_cond_rollout * torch.rand(G, device=t.device)).clamp(max=1.0)
+        g2, _ = self.noise(batch, t2)
+        out = self.denoise(denoiser, g2)
+        pos0, la, lc, lb = out
+        sn, tn = t[g2.batch], t2[g2.batch]
+        pos = self.pos.step(g2.pos, pos0, sn, tn, g2.batch, G)
+        a = self.atom.step(g2.atom_types, la.softmax(-1), sn, tn)
+        c = self.charge.step(g2.charges, lc.softmax(-1), sn, tn)
+        src = g2.batch[g2.edge_index[0]]
+        b = self.bond.step(g2.bond_types, lb.softmax(-1), t[src], t2[src])
+        b = symmetrize_edges(b, g2.edge_index, g2.rev)
+        return NoisyGraph(pos, a, c, b, g2.edge_index, g2.batch, t, G, g2.rev), self.self_cond_from(out)
+
     def time_weight(self, t: torch.Tensor) -> torch.Tensor:
         if self.time_weighting == "none":
             return torch.ones_like(t)
@@ -210,8 +238,11 @@ class JointDiffusion:
         self_cond = None
         if self.self_conditioning and torch.rand(()).item() < 0.5:  # a CPU draw: no device sync
             with torch.no_grad():
-                first = self.lookahead(g) if self.self_cond_lookahead > 0 else g
-                self_cond = self.self_cond_from(self.denoise(denoiser, first))
+                if self.self_cond_rollout > 0:
+                    g, self_cond = self.rollout(denoiser, batch, g.t)
+                else:
+                    first = self.lookahead(g) if self.self_cond_lookahead > 0 else g
+                    self_cond = self.self_cond_from(self.denoise(denoiser, first))
         pos0, la, lc, lb = self.denoise(denoiser, g, self_cond)
         G = g.num_graphs
         w = self.time_weight(g.t)  # [G]

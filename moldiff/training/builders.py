@@ -67,6 +67,7 @@ def build_diffusion(
         pos_weight_max=float(c["pos_weight_max"]),
         self_conditioning=self_conditioning,
         self_cond_lookahead=float(c["self_cond_lookahead"]),
+        self_cond_rollout=float(c["self_cond_rollout"]),
         t_sampling=c["t_sampling"],
         t_beta=tuple(c["t_beta"]),
     )

@@ -102,3 +102,36 @@ def test_self_conditioning_input_is_predicted_at_a_later_time_with_lookahead(gra
     assert torch.equal(first, t) == (lookahead == 0.0)
     with pytest.raises(ValueError, match="self_cond_lookahead must be in"):
         build_diffusion({"self_cond_lookahead": 1.5}, QM9_VOCAB, STATS, self_conditioning=True)
+
+
+def test_self_conditioning_rollout_trains_on_one_sampler_step_from_a_later_time(graph_factory):
+    """With ``self_cond_rollout`` the fed-back prediction is made at t + U(0, d) on the molecule noised from clean
+    there, and the trained state at t is one ancestral step from it, taken with that prediction."""
+    diff = build_diffusion({"self_cond_rollout": 0.2}, QM9_VOCAB, STATS, self_conditioning=True)
+    batch = graph_factory(num_graphs=6, lo=3, hi=8, num_types=5, num_charges=3, seed=5)
+    t = torch.tensor([0.05, 0.2, 0.4, 0.6, 0.85, 0.95])
+    calls = []
+    inner = offset_denoiser(batch, torch.zeros(6, 3))
+
+    def spy(pos, h, ei, e, b, tt, G, **kw):
+        calls.append((tt.clone(), pos.clone(), e.clone(), kw.get("self_cond")))
+        return inner(pos, h, ei, e, b, tt, G, **kw)
+
+    torch.manual_seed(0)
+    while not any(sc is not None for *_, sc in calls):
+        calls.clear()
+        out = diff.loss(spy, batch, t)
+    (first, pos_first, _, sc_first), (trained, pos_t, e_t, sc) = calls
+    assert sc_first is None and torch.equal(trained, t) and torch.isfinite(out["loss"])
+    assert (first >= t).all() and (first <= (t + 0.2).clamp(max=1.0) + 1e-6).all() and not torch.equal(first, t)
+    # the fed-back coordinates are the first call's prediction (the clean molecule: a zero offset)
+    assert torch.allclose(sc[0], inner(pos_first, None, batch.edge_index, None, batch.batch, first, 6)[0])
+    # the trained state: zero centre of mass per molecule, bonds the same both ways
+    from torch_geometric.utils import scatter
+
+    from moldiff.utils.graph import reverse_edge_index
+    assert scatter(pos_t, batch.batch, 0, reduce="mean").abs().max() < 1e-5
+    rev = reverse_edge_index(batch.edge_index, batch.num_nodes)
+    assert torch.equal(e_t, e_t[rev])
+    with pytest.raises(ValueError, match="alternatives"):
+        build_diffusion({"self_cond_rollout": 0.1, "self_cond_lookahead": 0.1}, QM9_VOCAB, STATS, self_conditioning=True)
