@@ -195,23 +195,30 @@ class JointDiffusion:
         b = symmetrize_edges(b, g.edge_index, g.rev)
         return NoisyGraph(pos, a, c, b, g.edge_index, g.batch, t2, G, g.rev)
 
+    def reverse_step(self, g: NoisyGraph, pred: tuple, s: torch.Tensor, temperature: float = 1.0,
+                     deterministic: bool = False, generator: torch.Generator | None = None) -> NoisyGraph:
+        """One reverse step of every variable from ``g`` (at ``g.t``) to the earlier times ``s [G]``, given the
+        prediction ``pred = (pos0, atom, charge, bond logits)``: ancestral (or DDIM) coordinates, and classes drawn
+        from the posteriors under ``softmax(logits / temperature)``; bonds drawn once per unordered pair."""
+        pos0, la, lc, lb = pred
+        G, T = g.num_graphs, temperature
+        sn, tn = s[g.batch], g.t[g.batch]
+        src = g.batch[g.edge_index[0]]
+        se, te = s[src], g.t[src]
+        pos = self.pos.step(g.pos, pos0, sn, tn, g.batch, G, deterministic, generator)
+        a = self.atom.step(g.atom_types, (la / T).softmax(-1), sn, tn, generator)
+        c = self.charge.step(g.charges, (lc / T).softmax(-1), sn, tn, generator)
+        b = symmetrize_edges(self.bond.step(g.bond_types, (lb / T).softmax(-1), se, te, generator), g.edge_index, g.rev)
+        return NoisyGraph(pos, a, c, b, g.edge_index, g.batch, s, G, g.rev)
+
     def rollout(self, denoiser: Denoiser, batch, t: torch.Tensor) -> tuple[NoisyGraph, tuple]:
-        """The state at ``t [G]`` reached by one ancestral sampler step from ``t + d`` (``d ~ U(0,
-        self_cond_rollout)``, capped at 1), with the prediction made there (no self-conditioning input);
-        returns that state and the prediction as the self-conditioning input. Call under ``no_grad``."""
-        G = t.shape[0]
-        t2 = (t + self.self_cond_rollout * torch.rand(G, device=t.device)).clamp(max=1.0)
+        """The state at ``t [G]`` reached by one ancestral sampler step (:meth:`reverse_step`) from ``t + d``
+        (``d ~ U(0, self_cond_rollout)``, capped at 1), with the prediction made there (no self-conditioning
+        input); returns that state and the prediction as the self-conditioning input. Call under ``no_grad``."""
+        t2 = (t + self.self_cond_rollout * torch.rand(t.shape[0], device=t.device)).clamp(max=1.0)
         g2, _ = self.noise(batch, t2)
         out = self.denoise(denoiser, g2)
-        pos0, la, lc, lb = out
-        sn, tn = t[g2.batch], t2[g2.batch]
-        pos = self.pos.step(g2.pos, pos0, sn, tn, g2.batch, G)
-        a = self.atom.step(g2.atom_types, la.softmax(-1), sn, tn)
-        c = self.charge.step(g2.charges, lc.softmax(-1), sn, tn)
-        src = g2.batch[g2.edge_index[0]]
-        b = self.bond.step(g2.bond_types, lb.softmax(-1), t[src], t2[src])
-        b = symmetrize_edges(b, g2.edge_index, g2.rev)
-        return NoisyGraph(pos, a, c, b, g2.edge_index, g2.batch, t, G, g2.rev), self.self_cond_from(out)
+        return self.reverse_step(g2, out, t), self.self_cond_from(out)
 
     def time_weight(self, t: torch.Tensor) -> torch.Tensor:
         if self.time_weighting == "none":

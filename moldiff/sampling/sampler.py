@@ -164,13 +164,8 @@ def sample(
             if return_probs:
                 probs = (la.softmax(-1), lc.softmax(-1), symmetrize_edges(lb.softmax(-1), ei, rev))
         else:
-            tn, sn = t_val.expand(N), s_val.expand(N)
-            pos = diffusion.pos.step(pos, pos0, sn, tn, batch, G, deterministic, gen)
-            T = temperature
-            a = diffusion.atom.step(a, (la / T).softmax(-1), sn, tn, gen)
-            c = diffusion.charge.step(c, (lc / T).softmax(-1), sn, tn, gen)
-            te, se = t_val.expand(ei.shape[1]), s_val.expand(ei.shape[1])
-            b = symmetrize_edges(diffusion.bond.step(b, (lb / T).softmax(-1), se, te, gen), ei, rev)
+            nxt = diffusion.reverse_step(g, (pos0, la, lc, lb), s_val.expand(G), temperature, deterministic, gen)
+            pos, a, c, b = nxt.pos, nxt.atom_types, nxt.charges, nxt.bond_types
             if fixed is not None:
                 pos, a, c, b = _renoise_fragment(diffusion, pos, a, c, b, frag, fixed, fixed_e, shift, s_val, batch, G, ei, rev, gen)
         if callback is not None:
