@@ -94,7 +94,7 @@ def train_variant(name: str, a: argparse.Namespace, env: dict) -> None:
          "--minutes", str(a.minutes), "--experiment", a.experiment,
          *(["--data-root", a.data_root] if a.data_root else []), "--",
          f"seed={a.seed}", *budget, "trainer.enable_progress_bar=false", f"data.val_size={a.val_size}",
-         *VARIANTS[name][1], *a.extra], log, env)
+         *a.extra, *VARIANTS[name][1]], log, env)  # a variant's own overrides win (old: model=legacy_small)
     for f in (out / "resume.ckpt",):  # the resume checkpoint is not needed for scoring
         f.unlink(missing_ok=True)
     for f in out.glob("resume.ckpt.part*"):

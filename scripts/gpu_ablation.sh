@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# One ~9-minute GPU window for the recipe ablation and the training-speed benchmarks (docs/recipe.md,
+# docs/performance.md). On a bare GPU machine without RDKit:
+#   1. the GPU to itself: the training step of the shipped preset at batch 1,024 and 2,048, in eager mode and
+#      under torch.compile (scripts/bench_training.py; the compiled row is cut off after $COMPILE_S seconds);
+#   2. the training stage of scripts/ablation.py: every variant at once on the one GPU (the step is bound by
+#      kernel launches, so a dozen runs side by side fill it), each for the same training time from the
+#      same seed, the small preset at batch 512 on the full QM9 cache.
+# Then, on a machine with RDKit, score the variants:
+#   cat OUT/abl.tgz.part* | tar xz -C runs && python scripts/ablation.py --experiment qm9 --minutes M --stage score \
+#       --out runs/abl --only <the same variants>
+#   scripts/gpu_ablation.sh OUT             OUT gets bench.txt, abl.tgz.part* (exported EMA weights, logs, records,
+#                                           no checkpoints), cuda_test.txt and gpu_use.txt
+#   SCALE=0.02 scripts/gpu_ablation.sh OUT  a dry run with every budget 50 times shorter (also on a CPU)
+# Needs the prepared cache data/processed/qm9 and the wheel folder .whl/ (docs/gpu_training.md).
+# ABL_MINUTES (default 5.5) is the training time per variant, ABL_VARIANTS the comma list of variants.
+set -uo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+out="$(mkdir -p "${1:?usage: gpu_ablation.sh OUT}" && cd "$1" && pwd)"
+scale="${SCALE:-1}"
+work="${WORK:-${TMPDIR:-/tmp}/moldiff-ablation}"
+minutes="${ABL_MINUTES:-5.5}"
+variants="${ABL_VARIANTS:-old,old+precond,old+selfcond,old+lr_decay,new,new-selfcond,new-precond,new-sum,new-features,new-lr_decay,new+beta_t}"
+rm -rf "$work" && mkdir -p "$work"
+cd "$root"
+source scripts/gpu_env.sh
+abl_min="$("$py" -c "print(round($minutes * $scale, 3))")"
+nvar="$(echo "$variants" | tr ',' '\n' | wc -l)"
+
+if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv >"$out/gpu_use.txt" 2>&1
+  nvidia-smi dmon -s um -d 10 >>"$out/gpu_use.txt" 2>&1 &
+  dmon=$!
+  device=cuda
+else
+  device=cpu
+fi
+
+# 1. benchmarks, alone on the device
+if [ "$scale" = 1 ]; then
+  bench=(--device "$device" --presets medium --batch-sizes 1024,2048 --steps 20)
+else
+  bench=(--device "$device" --presets tiny --batch-sizes 16 --steps 1 --warmup 1)
+fi
+{
+  echo "\$ bench_training.py ${bench[*]}"
+  "$py" scripts/bench_training.py "${bench[@]}" --json-out "$work/bench_eager.json" 2>&1 | grep -v Warning
+  echo "\$ bench_training.py ${bench[*]} --compile (cut off after ${COMPILE_S:-100} s)"
+  timeout "${COMPILE_S:-100}" "$py" scripts/bench_training.py "${bench[@]}" --compile \
+    --json-out "$work/bench_compile.json" 2>&1 | grep -v Warning
+  echo "compile run: exit ${PIPESTATUS[0]}"
+} >"$out/bench.txt" 2>&1
+cp "$work"/bench_*.json "$out/" 2>/dev/null
+
+# the CUDA test of the training RNG, beside the ablation
+MOLDIFF_TEST_DATA_ROOT=data/processed "$py" -m pytest -q -p no:cacheprovider tests/training/test_train.py \
+  -k noise_differs >"$out/cuda_test.txt" 2>&1 &
+pt=$!
+
+# 2. every ablation variant at once
+extra=(model=small data.num_workers=1 ${ABL_EXTRA:-})
+"$py" scripts/ablation.py --experiment qm9 --minutes "$abl_min" --stage train --out "$work/abl" \
+  --only "$variants" --parallel "$nvar" --threads 1 -- "${extra[@]}" >"$work/ablation.log" 2>&1
+echo "ablation: exit $?" | tee -a "$work/ablation.log"
+cp "$work/ablation.log" "$work/abl/" 2>/dev/null
+wait $pt
+tar czf "$work/abl.tgz" -C "$work" --exclude=checkpoints --exclude='resume.ckpt*' abl
+split -b 15m -d "$work/abl.tgz" "$out/abl.tgz.part"   # files of at most 16 MiB; cat abl.tgz.part* | tar xz
+ls -l "$out"
+[ -n "${dmon:-}" ] && kill "$dmon" 2>/dev/null
+true
