@@ -110,7 +110,12 @@ def score_variant(name: str, a: argparse.Namespace, env: dict) -> dict:
     out = a.out / name
     result_file = a.out / f"{name}.json"
     if result_file.exists() and not a.force:
-        return json.loads(result_file.read_text())
+        res = json.loads(result_file.read_text())
+        if "atom_stability" not in res and (out / "metrics.json").exists():  # scored before these columns
+            m = json.loads((out / "metrics.json").read_text())
+            res.update(atom_stability=m.get("atom_stability"), validity=m.get("validity"))
+            result_file.write_text(json.dumps(res, indent=1) + "\n")
+        return res
     log = out / "log.txt"
     sdf = out / "samples.sdf"
     run([str(BIN / "moldiff-sample"), f"ckpt={out / 'model.pt'}", f"n_samples={a.samples}", f"steps={a.steps}", "seed=0", "decode=argmax",
@@ -121,6 +126,7 @@ def score_variant(name: str, a: argparse.Namespace, env: dict) -> dict:
     tr = json.loads((out / "train.json").read_text())
     res = {
         "variant": name, "description": VARIANTS[name][0], "overrides": VARIANTS[name][1],
+        "atom_stability": m.get("atom_stability"), "validity": m.get("validity"),
         "mol_stability": m.get("mol_stability"), "connected_validity": m.get("connected_validity"),
         "edm_mol_stability": m.get("edm_mol_stability"),
         "bond_length_w1": ((m.get("distribution") or {}).get("bond_length_w1") or {}).get("single"),
@@ -177,12 +183,13 @@ def main(argv=None) -> None:
     budget = f"{a.train_steps} training steps" if a.train_steps else f"{a.minutes:g} training minutes"
     print(f"\n{budget} per variant, {a.threads} thread(s) each, {a.parallel} at once; "
           f"{a.samples} samples at {a.steps} steps (seed 0)\n")
-    print("| variant | strict mol. stab. | connected validity | EDM mol. stab. | single-bond length W1 (A) | val. loss | steps | train wall (s) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| variant | atom stab. | validity | strict mol. stab. | connected validity | EDM mol. stab. | single-bond length W1 (A) | "
+          "val. loss | steps | train wall (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         w1 = "-" if r["bond_length_w1"] is None else f"{r['bond_length_w1']:.4f}"
         vl = "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}"
-        print(f"| {r['variant']} | {pct(r['mol_stability'])} | {pct(r['connected_validity'])} | {pct(r['edm_mol_stability'])} | "
+        print(f"| {r['variant']} | {pct(r.get('atom_stability'))} | {pct(r.get('validity'))} | {pct(r['mol_stability'])} | {pct(r['connected_validity'])} | {pct(r['edm_mol_stability'])} | "
               f"{w1} | {vl} | {r['steps']} | {r['train_wall_s']} |")
 
 
