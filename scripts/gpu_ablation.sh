@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# One ~9-minute GPU window for the recipe ablation and the training-speed benchmarks (docs/recipe.md,
+# One ~10-minute GPU window for the recipe ablation and the training-speed benchmarks (docs/recipe.md,
 # docs/performance.md). On a bare GPU machine without RDKit:
-#   1. the GPU to itself: the training step of the shipped preset at batch 1,024 and 2,048, in eager mode and
-#      under torch.compile (scripts/bench_training.py; the compiled row is cut off after $COMPILE_S seconds);
+#   1. the GPU to itself: the training step of the shipped preset at batch 1,024 and 2,048, in eager mode
+#      (scripts/bench_training.py), and with COMPILE_S=N under torch.compile, cut off after N seconds;
 #   2. the training stage of scripts/ablation.py: every variant at once on the one GPU (the step is bound by
-#      kernel launches, so a dozen runs side by side fill it), each for the same training time from the
-#      same seed, the small preset at batch 512 on the full QM9 cache.
+#      kernel launches, so a few runs side by side fill it), each for the same training time from the
+#      same seed, the small preset at batch 512 on the full QM9 cache. The GPU's throughput is shared: eleven
+#      variants for 5 minutes reached ~1,000 steps each, too few to rank them; the default, six variants for
+#      7.5 minutes, gives each about 2,800 (the whole script then takes about 9.5 minutes).
 # Then, on a machine with RDKit, score the variants:
 #   cat OUT/abl.tgz.part* | tar xz -C runs && python scripts/ablation.py --experiment qm9 --minutes M --stage score \
 #       --out runs/abl --only <the same variants>
@@ -13,16 +15,16 @@
 #                                           no checkpoints), cuda_test.txt and gpu_use.txt
 #   SCALE=0.02 scripts/gpu_ablation.sh OUT  a dry run with every budget 50 times shorter (also on a CPU)
 # Needs the prepared cache data/processed/qm9 and the wheel folder .whl/ (docs/gpu_training.md).
-# ABL_MINUTES (default 5.5) is the training time per variant, ABL_VARIANTS the comma list of variants,
+# ABL_MINUTES (default 7.5) is the training time per variant, ABL_VARIANTS the comma list of variants,
 # ABL_EXTRA overrides added to every variant, ABL_DATA_ROOT another cache root, COMPILE_S the compile cut-off
-# (0: no compiled row; default 100 s, and 0 in a dry run).
+# (default 0: no compiled row; 100 s were not enough on an H200).
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(mkdir -p "${1:?usage: gpu_ablation.sh OUT}" && cd "$1" && pwd)"
 scale="${SCALE:-1}"
 work="${WORK:-${TMPDIR:-/tmp}/moldiff-ablation}"
-minutes="${ABL_MINUTES:-5.5}"
-variants="${ABL_VARIANTS:-old,old+precond,old+selfcond,old+lr_decay,new,new-selfcond,new-precond,new-sum,new-features,new-lr_decay,new+beta_t}"
+minutes="${ABL_MINUTES:-7.5}"
+variants="${ABL_VARIANTS:-old,new,new-selfcond,new-precond,new-sum,new-features}"
 rm -rf "$work" && mkdir -p "$work"
 cd "$root"
 source scripts/gpu_env.sh
@@ -41,7 +43,7 @@ fi
 # 1. benchmarks, alone on the device
 if [ "$scale" = 1 ]; then
   bench=(--device "$device" --presets medium --batch-sizes 1024,2048 --steps 20)
-  compile_s="${COMPILE_S:-100}"
+  compile_s="${COMPILE_S:-0}"
 else
   bench=(--device "$device" --presets tiny --batch-sizes 16 --steps 1 --warmup 1)
   compile_s="${COMPILE_S:-0}"

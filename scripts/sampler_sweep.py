@@ -14,6 +14,8 @@ One more key probes what the fed-back prediction of a self-conditioning model is
 this script, not a sampling option): ``self_cond=none`` drops it; ``self_cond=second`` runs the network a
 second time at every step, fed the first call's prediction (two calls a step), and ``self_cond=second:LO:HI``
 only at the steps with t in [LO, HI]. Rows report the network calls made (``network_calls``).
+Another probes time grids: ``grid_mix=W:LO:HI`` places the steps by a density that mixes the
+``time_power=2`` grid's (weight 1 - W) with a uniform density on t in [LO, HI] (weight W).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import platform
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 import moldiff
@@ -31,7 +34,7 @@ from moldiff.utils.io import atomic_write
 
 #: options a variant may set, with their types
 OPTIONS = {"steps": int, "time_power": float, "temperature": float, "sampler": str, "guidance_scale": float,
-           "self_cond": str, "sc_temperature": float}
+           "self_cond": str, "sc_temperature": float, "grid_mix": str}
 METRICS = ("mol_stability", "atom_stability", "validity", "connected_validity", "uniqueness",
            "edm_mol_stability", "edm_atom_stability", "edm_validity")
 
@@ -45,7 +48,46 @@ def parse_variant(text: str) -> dict:
         out[key] = OPTIONS[key](value)
     if "self_cond" in out:
         self_cond_window(out["self_cond"], text)
+    if "grid_mix" in out:
+        mixed_grid(out["grid_mix"], 2, text)
     return out
+
+
+def mixed_grid(spec: str, steps: int, text: str = "", device=None) -> torch.Tensor:
+    """``steps + 1`` times from 1 to 0 at equal steps of the CDF ``(1 - W) sqrt(t) + W clip((t - LO) / (HI - LO))``
+    (``spec = "W:LO:HI"``): the ``time_power=2`` grid mixed with a grid uniform on [LO, HI]."""
+    try:
+        w, lo, hi = (float(x) for x in spec.split(":"))
+        ok = 0 <= w <= 1 and 0 <= lo < hi <= 1
+    except ValueError:
+        ok = False
+    if not ok:
+        raise SystemExit(f"variant {text!r}: grid_mix must be W:LO:HI with 0 <= W <= 1 and 0 <= LO < HI <= 1, got {spec!r}")
+    ts = np.linspace(0.0, 1.0, 200001)
+    cdf = (1 - w) * np.sqrt(ts) + w * np.clip((ts - lo) / (hi - lo), 0.0, 1.0)
+    t = np.interp(np.linspace(1.0, 0.0, steps + 1), cdf, ts)
+    t[0], t[-1] = 1.0, 0.0
+    return torch.tensor(t, dtype=torch.float32, device=device)
+
+
+class MixedGrid:
+    """Patch the sampler's time grid for one variant (``grid_mix``); no-op for None."""
+
+    def __init__(self, spec: str | None) -> None:
+        self.spec = spec
+
+    def __enter__(self) -> "MixedGrid":
+        import moldiff.sampling.sampler as sampler
+
+        self._orig = sampler.time_grid
+        if self.spec is not None:
+            sampler.time_grid = lambda steps, device=None, power=1.0: mixed_grid(self.spec, steps, device=device)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import moldiff.sampling.sampler as sampler
+
+        sampler.time_grid = self._orig
 
 
 def self_cond_window(mode: str, text: str = "") -> tuple[float, float] | None:
@@ -126,7 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.perf_counter()
         steps = opts.pop("steps", 100)
-        with CountedSelfCond(opts.pop("self_cond", None), opts.pop("sc_temperature", None)) as counter:
+        with CountedSelfCond(opts.pop("self_cond", None), opts.pop("sc_temperature", None)) as counter, \
+                MixedGrid(opts.pop("grid_mix", None)):
             mols = model.sample(a.n, steps=steps, seed=a.seed, decode="argmax", **opts)
         seconds = time.perf_counter() - t0
         m = moldiff.evaluate(mols, steps=steps)

@@ -50,3 +50,29 @@ def test_sc_temperature_retempers_the_fed_back_probabilities():
     assert torch.allclose(sweep.retemper(p, 0.5), p**2 / (p**2).sum(-1, keepdim=True))
     assert torch.equal(sweep.retemper(p, 0.0), torch.tensor([[1.0, 0, 0], [0, 0, 1.0]], dtype=torch.float64))
     assert sweep.parse_variant("steps=3,sc_temperature=0.5") == {"steps": 3, "sc_temperature": 0.5}
+
+
+def test_grid_mix_places_steps_by_the_mixed_density():
+    import importlib.util
+
+    import pytest
+    import torch
+
+    spec = importlib.util.spec_from_file_location("sampler_sweep", REPO / "scripts" / "sampler_sweep.py")
+    sweep = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sweep)
+    from moldiff.sampling.sampler import time_grid
+
+    # W = 0 is the time_power=2 grid; W = 1 is uniform in [LO, HI] apart from the first and last jumps
+    assert torch.allclose(sweep.mixed_grid("0:0.2:0.7", 25), time_grid(25, power=2.0), atol=1e-4)
+    g = sweep.mixed_grid("1:0.2:0.7", 5)
+    assert torch.allclose(g, torch.tensor([1.0, 0.6, 0.5, 0.4, 0.3, 0.0]), atol=1e-4)
+    g = sweep.mixed_grid("0.3:0.2:0.7", 25)
+    assert g[0] == 1 and g[-1] == 0 and bool((g[1:] < g[:-1]).all())
+    with sweep.MixedGrid("0.5:0.2:0.7"):
+        import moldiff.sampling.sampler as sampler
+
+        assert torch.equal(sampler.time_grid(25), sweep.mixed_grid("0.5:0.2:0.7", 25))
+    assert sampler.time_grid is time_grid  # restored
+    with pytest.raises(SystemExit, match="grid_mix must be W:LO:HI"):
+        sweep.parse_variant("steps=3,grid_mix=0.5:0.7:0.2")
