@@ -70,6 +70,9 @@ class JointDiffusion:
             fed-back prediction agree as they do in sampling (0: off; not together with the lookahead).
         t_sampling: ``uniform`` ``t ~ U(0,1)``, or ``beta`` ``t ~ Beta(a, b)`` (``t_beta``), e.g. (1.8, 1.8)
             for more training near the middle of the schedule where discrete decisions are made.
+        t_low_fraction, t_low_max: this fraction of the training molecules draws ``t ~ U(0, t_low_max)``
+            instead (uniform sampling alone gives ``t < 0.01`` one step in a hundred, where the last
+            sampling steps set coordinates to the last hundredth of an Angstrom); 0: off.
     """
 
     def __init__(
@@ -92,6 +95,8 @@ class JointDiffusion:
         self_cond_rollout: float = 0.0,
         t_sampling: Literal["uniform", "beta"] = "uniform",
         t_beta: tuple[float, float] = (1.8, 1.8),
+        t_low_fraction: float = 0.0,
+        t_low_max: float = 0.02,
     ) -> None:
         if time_weighting not in ("snr_clip", "none"):
             raise ValueError(f"unknown time_weighting {time_weighting!r}; choose from ['snr_clip', 'none']")
@@ -120,6 +125,11 @@ class JointDiffusion:
         self.self_cond_rollout = float(self_cond_rollout)
         self.t_sampling = t_sampling
         self.t_beta = tuple(float(x) for x in t_beta)
+        if not 0.0 <= float(t_low_fraction) <= 1.0:
+            raise ValueError(f"t_low_fraction must be in [0, 1], got {t_low_fraction}")
+        if not 0.0 < float(t_low_max) <= 1.0:
+            raise ValueError(f"t_low_max must be in (0, 1], got {t_low_max}")
+        self.t_low_fraction, self.t_low_max = float(t_low_fraction), float(t_low_max)
 
     # ----------------------------------------------------------------------------------- features
     @property
@@ -153,12 +163,18 @@ class JointDiffusion:
         return pos0.detach(), la.detach().softmax(-1), lc.detach().softmax(-1), lb.detach().softmax(-1)
 
     def sample_t(self, num_graphs: int, device) -> torch.Tensor:
-        """Training times ``[G]``: uniform, or Beta(a, b) (``t_sampling``)."""
+        """Training times ``[G]``: uniform, or Beta(a, b) (``t_sampling``); a ``t_low_fraction`` of them
+        replaced by ``U(0, t_low_max)`` draws."""
         if self.t_sampling == "beta":
             a, b = self.t_beta
             beta = torch.distributions.Beta(torch.tensor(a, device=device), torch.tensor(b, device=device))
-            return beta.sample((num_graphs,)).clamp(1e-4, 1.0)
-        return torch.rand(num_graphs, device=device)
+            t = beta.sample((num_graphs,)).clamp(1e-4, 1.0)
+        else:
+            t = torch.rand(num_graphs, device=device)
+        if self.t_low_fraction > 0:
+            low = torch.rand(num_graphs, device=device) < self.t_low_fraction
+            t = torch.where(low, torch.rand(num_graphs, device=device) * self.t_low_max, t)
+        return t
 
     # ----------------------------------------------------------------------------------- forward
     def noise(self, batch, t: torch.Tensor | None = None) -> tuple[NoisyGraph, torch.Tensor]:

@@ -43,7 +43,7 @@ def build_diffusion(
     cfg: dict[str, Any], vocab: Vocab, statistics: dict[str, Any], self_conditioning: bool = False
 ) -> JointDiffusion:
     """``cfg``: ``{pos: {name, s, power, nu}, cat: {...}, transition, loss_weights, time_weighting,
-    pos_weighting, sigma_data, pos_weight_max, t_sampling, t_beta}``, missing keys taken from the packaged
+    pos_weighting, sigma_data, pos_weight_max, t_sampling, t_beta, t_low_fraction, t_low_max}``, missing keys taken from the packaged
     default (:func:`diffusion_settings`); ``self_conditioning`` comes from the model config (the denoiser
     must accept the previous prediction)."""
     c = diffusion_settings(cfg)
@@ -70,6 +70,8 @@ def build_diffusion(
         self_cond_rollout=float(c["self_cond_rollout"]),
         t_sampling=c["t_sampling"],
         t_beta=tuple(c["t_beta"]),
+        t_low_fraction=float(c["t_low_fraction"]),
+        t_low_max=float(c["t_low_max"]),
     )
 
 

@@ -135,3 +135,25 @@ def test_self_conditioning_rollout_trains_on_one_sampler_step_from_a_later_time(
     assert torch.equal(e_t, e_t[rev])
     with pytest.raises(ValueError, match="alternatives"):
         build_diffusion({"self_cond_rollout": 0.1, "self_cond_lookahead": 0.1}, QM9_VOCAB, STATS, self_conditioning=True)
+
+
+def test_training_times_low_fraction():
+    """t_low_fraction replaces that fraction of the U(0, 1) draws by U(0, t_low_max) draws; off by default,
+    where the draws are exactly torch.rand's."""
+    G = 40000
+    torch.manual_seed(0)
+    plain = build_diffusion({}, QM9_VOCAB, STATS).sample_t(G, "cpu")
+    torch.manual_seed(0)
+    assert torch.equal(plain, torch.rand(G))
+    torch.manual_seed(0)
+    t = build_diffusion({"t_low_fraction": 0.3, "t_low_max": 0.02}, QM9_VOCAB, STATS).sample_t(G, "cpu")
+    assert bool(((t >= 0) & (t < 1)).all())
+    # P(t < 0.02) = 0.3 + 0.7 * 0.02; P(t < 0.01) = 0.3 / 2 + 0.7 * 0.01
+    assert float((t < 0.02).float().mean()) == pytest.approx(0.314, abs=0.01)
+    assert float((t < 0.01).float().mean()) == pytest.approx(0.157, abs=0.01)
+    assert float((t > 0.5).float().mean()) == pytest.approx(0.35, abs=0.01)
+    t = build_diffusion({"t_sampling": "beta", "t_low_fraction": 0.5, "t_low_max": 0.1}, QM9_VOCAB, STATS).sample_t(G, "cpu")
+    assert float((t < 0.1).float().mean()) > 0.5
+    for bad in ({"t_low_fraction": 1.5}, {"t_low_max": 0.0}):
+        with pytest.raises(ValueError, match="t_low"):
+            build_diffusion(bad, QM9_VOCAB, STATS)
