@@ -1,0 +1,36 @@
+"""scripts/precision_check.py: the rotation-aligned RMS error of its "aligned" columns."""
+
+import importlib.util
+
+import torch
+
+from tests.conftest import REPO
+from moldiff.utils.geometry import zero_com
+
+
+def load():
+    spec = importlib.util.spec_from_file_location("precision_check", REPO / "scripts" / "precision_check.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def random_rotation(gen):
+    q, r = torch.linalg.qr(torch.randn(3, 3, generator=gen, dtype=torch.float64))
+    q = q * torch.sign(torch.diagonal(r))
+    return q if torch.linalg.det(q) > 0 else -q
+
+
+def test_aligned_rms_sets_the_overall_rotation_aside():
+    pc = load()
+    gen = torch.Generator().manual_seed(0)
+    batch = torch.tensor([0] * 6 + [1] * 9)
+    ref = zero_com(torch.randn(15, 3, generator=gen, dtype=torch.float64), batch, 2)
+    rotated = torch.cat([ref[batch == g] @ random_rotation(gen).T for g in range(2)])
+    assert pc.aligned_rms(rotated, ref, batch, 2) < 1e-9
+    assert float(((rotated - ref) ** 2).sum(-1).mean().sqrt()) > 0.1
+    noisy = zero_com(ref + 0.01 * torch.randn(15, 3, generator=gen, dtype=torch.float64), batch, 2)
+    plain = float(((noisy - ref) ** 2).sum(-1).mean().sqrt())
+    assert 0 < pc.aligned_rms(noisy, ref, batch, 2) <= plain + 1e-12
+    mirrored = ref * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)  # a reflection is not a rotation
+    assert pc.aligned_rms(mirrored, ref, batch, 2) > 0.05
