@@ -20,6 +20,9 @@ def test_ablation_smoke_and_resume(data_root, tmp_path):
     for name in ("new", "old"):
         res = json.loads((tmp_path / f"{name}.json").read_text())
         assert res["steps"] == 3 and res["samples"] == 3 and 0.0 <= res["mol_stability"] <= 1.0
+    # a variant's own overrides come after the shared ones, so old keeps its model=legacy_small over model=tiny
+    cmd = next(line for line in (tmp_path / "old" / "log.txt").read_text().splitlines() if "gpu_train.py" in line)
+    assert cmd.index("model=tiny") < cmd.index("model=legacy_small")
     first = (tmp_path / "new.json").stat().st_mtime
     run_script("ablation.py", *args, timeout=900)  # finished variants are not run again
     assert (tmp_path / "new.json").stat().st_mtime == first
