@@ -227,14 +227,15 @@ class JointDiffusion:
         b = symmetrize_edges(self.bond.step(g.bond_types, (lb / T).softmax(-1), se, te, generator), g.edge_index, g.rev)
         return NoisyGraph(pos, a, c, b, g.edge_index, g.batch, s, G, g.rev)
 
-    def rollout(self, denoiser: Denoiser, batch, t: torch.Tensor) -> tuple[NoisyGraph, tuple]:
+    def rollout(self, denoiser: Denoiser, batch, t: torch.Tensor) -> tuple[NoisyGraph, tuple, torch.Tensor]:
         """The state at ``t [G]`` reached by one ancestral sampler step (:meth:`reverse_step`) from ``t + d``
         (``d ~ U(0, self_cond_rollout)``, capped at 1), with the prediction made there (no self-conditioning
-        input); returns that state and the prediction as the self-conditioning input. Call under ``no_grad``."""
+        input); returns that state, the prediction as the self-conditioning input and the zero-CoM clean
+        coordinates (as :meth:`noise`). Call under ``no_grad``."""
         t2 = (t + self.self_cond_rollout * torch.rand(t.shape[0], device=t.device)).clamp(max=1.0)
-        g2, _ = self.noise(batch, t2)
+        g2, x0 = self.noise(batch, t2)
         out = self.denoise(denoiser, g2)
-        return self.reverse_step(g2, out, t), self.self_cond_from(out)
+        return self.reverse_step(g2, out, t), self.self_cond_from(out), x0
 
     def time_weight(self, t: torch.Tensor) -> torch.Tensor:
         if self.time_weighting == "none":
@@ -257,13 +258,17 @@ class JointDiffusion:
         Each term is averaged per molecule first, then over molecules (so large molecules do not dominate);
         bonds count each unordered pair once.
         """
-        g, x0 = self.noise(batch, t)
+        if t is None:
+            t = self.sample_t(batch.num_graphs, batch.pos.device)
+        rollout = self.self_conditioning and self.self_cond_rollout > 0
         self_cond = None
-        if self.self_conditioning and torch.rand(()).item() < 0.5:  # a CPU draw: no device sync
+        if rollout and torch.rand(()).item() < 0.5:  # the state at t comes from the roll-out, not from noise()
             with torch.no_grad():
-                if self.self_cond_rollout > 0:
-                    g, self_cond = self.rollout(denoiser, batch, g.t)
-                else:
+                g, self_cond, x0 = self.rollout(denoiser, batch, t)
+        else:
+            g, x0 = self.noise(batch, t)
+            if self.self_conditioning and not rollout and torch.rand(()).item() < 0.5:  # a CPU draw: no device sync
+                with torch.no_grad():
                     first = self.lookahead(g) if self.self_cond_lookahead > 0 else g
                     self_cond = self.self_cond_from(self.denoise(denoiser, first))
         pos0, la, lc, lb = self.denoise(denoiser, g, self_cond)
