@@ -1,0 +1,211 @@
+#!/usr/bin/env python
+"""Few-step distillation: teach one network call per step what two calls per step give.
+
+On a coarse time grid a self-conditioning model is fed, at each step, the prediction it made at the
+previous, noisier step. A second call at the same step, fed the first call's prediction, is much better
+(25 steps with two calls each sample about as well as 50 steps), but costs twice the calls. This script
+fine-tunes a copy of the model (the student) so that its single call matches the frozen model's
+(the teacher's) second call, on the states the sampler actually visits:
+
+1. ``--stage states``: sample ``--n-traj`` molecules on the ``--steps`` / ``--time-power`` grid with the
+   model (one call a step, as ``moldiff-sample``) and keep every step's state (noisy molecule, time, fed-back
+   prediction) with the teacher's answer there: a second call fed the first call's prediction. Written to
+   ``OUT/states.pt``.
+2. ``--stage train``: Lightning fine-tunes the student on those states: coordinates by the training
+   loss's weighting of ``x0`` errors, classes by the cross-entropy against the teacher's probabilities.
+   Writes ``OUT/model.pt`` (EMA weights, loadable by ``moldiff-sample ckpt=OUT/model.pt``).
+
+Score it with ``scripts/sampler_sweep.py --ckpt OUT/model.pt "steps=25,time_power=2" "steps=100"``.
+
+    python scripts/distill_fewstep.py --out runs/distill --n-traj 2000 --minutes 60
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import lightning as L
+import torch
+from torch_geometric.data import Batch, Data
+from torch_geometric.loader import DataLoader
+from torch_geometric.utils import scatter
+from tqdm import tqdm
+
+from moldiff.diffusion.categorical import symmetrize_edges
+from moldiff.diffusion.joint import NoisyGraph
+from moldiff.sampling.prior import sample_num_atoms
+from moldiff.sampling.sampler import empty_graphs, time_grid
+from moldiff.training.checkpoint import load_model
+from moldiff.utils.graph import reverse_edge_index
+from moldiff.utils.io import atomic_write
+
+
+def collect_states(model, n_traj: int, steps: int, time_power: float, seed: int, batch_size: int = 100,
+                   driver=None) -> list[Data]:
+    """Every step's state of ``n_traj`` sampled molecules with the teacher's (``model``'s) two-call answer (see
+    module doc). The trajectories are sampled by ``driver`` (one call a step; default: the teacher itself), e.g.
+    a student, so that a second round trains on the states the student visits."""
+    diffusion, net = model.diffusion, model.net
+    drive = driver.net if driver is not None else net
+    gen = torch.Generator().manual_seed(seed)
+    counts = sample_num_atoms(n_traj, model.statistics["num_atoms_hist"], None, gen)
+    grid = time_grid(steps, None, time_power)
+    states: list[Data] = []
+    with torch.no_grad(), tqdm(total=n_traj * steps, desc="states", unit="state") as bar:
+        for lo in range(0, n_traj, batch_size):
+            skel = empty_graphs(counts[lo:lo + batch_size])
+            G, N = skel.num_graphs, skel.num_nodes
+            batch, ei = skel.batch, skel.edge_index
+            rev = reverse_edge_index(ei, N)
+            pos = diffusion.pos.prior(N, batch, G, generator=gen)
+            a = diffusion.atom.prior(N, "cpu", gen)
+            c = diffusion.charge.prior(N, "cpu", gen)
+            b = symmetrize_edges(diffusion.bond.prior(ei.shape[1], "cpu", gen), ei, rev)
+            sc = None
+            for k in range(steps):
+                g = NoisyGraph(pos, a, c, b, ei, batch, grid[k].expand(G), G, rev)
+                first = diffusion.denoise(net, g, sc)
+                own = first if drive is net else diffusion.denoise(drive, g, sc)
+                fed = sc if sc is not None else (pos, pos.new_zeros(N, diffusion.atom.num_states),
+                                                 pos.new_zeros(N, diffusion.charge.num_states),
+                                                 pos.new_zeros(ei.shape[1], diffusion.bond.num_states))
+                second = diffusion.denoise(net, g, diffusion.self_cond_from(first))
+                tgt = diffusion.self_cond_from(second)
+                _append(states, skel, g, fed, tgt, k == 0)
+                sc = diffusion.self_cond_from(own)
+                if k < steps - 1:
+                    nxt = diffusion.reverse_step(g, own, grid[k + 1].expand(G), 1.0, False, gen)
+                    pos, a, c, b = nxt.pos, nxt.atom_types, nxt.charges, nxt.bond_types
+                bar.update(G)
+    return states
+
+
+def _append(states: list[Data], skel: Batch, g: NoisyGraph, fed: tuple, tgt: tuple, first: bool) -> None:
+    ptr = skel.ptr.tolist()
+    eb = skel.batch[skel.edge_index[0]]
+    for m in range(skel.num_graphs):
+        n0, n1 = ptr[m], ptr[m + 1]
+        em = eb == m
+        states.append(Data(
+            pos=g.pos[n0:n1].clone(), atom_types=g.atom_types[n0:n1].clone(), charges=g.charges[n0:n1].clone(),
+            edge_index=skel.edge_index[:, em] - n0, bond_types=g.bond_types[em].clone(), t=g.t[m:m + 1].clone(),
+            no_sc=torch.tensor([first]),
+            sc_pos=fed[0][n0:n1].clone(), sc_a=fed[1][n0:n1].clone(), sc_c=fed[2][n0:n1].clone(),
+            sc_b=fed[3][em].half(),
+            tgt_pos=tgt[0][n0:n1].clone(), tgt_a=tgt[1][n0:n1].clone(), tgt_c=tgt[2][n0:n1].clone(),
+            tgt_b=tgt[3][em].half(), num_nodes=n1 - n0,
+        ))
+
+
+class DistillModule(L.LightningModule):
+    """The student: the teacher's network, trained to give its second call's answer in one call."""
+
+    def __init__(self, model, lr: float, warmup: int = 50) -> None:
+        super().__init__()
+        self.net, self.diffusion, self.lr, self.warmup = model.net, model.diffusion, lr, warmup
+        self.net.train()
+
+    def training_step(self, batch, batch_idx):
+        d = self.diffusion
+        G = batch.num_graphs
+        rev = reverse_edge_index(batch.edge_index, batch.num_nodes)
+        g = NoisyGraph(batch.pos, batch.atom_types, batch.charges, batch.bond_types, batch.edge_index,
+                       batch.batch, batch.t, G, rev)
+        sc = (batch.sc_pos, batch.sc_a, batch.sc_c, batch.sc_b.float())
+        pos0, la, lc, lb = d.denoise(self.net, g, sc)
+        mse = scatter(((pos0 - batch.tgt_pos) ** 2).sum(-1), batch.batch, 0, dim_size=G, reduce="mean")
+
+        def soft_ce(logits, probs):
+            return -(probs * logits.log_softmax(-1)).sum(-1)
+
+        ce_a = scatter(soft_ce(la, batch.tgt_a), batch.batch, 0, dim_size=G, reduce="mean")
+        ce_c = scatter(soft_ce(lc, batch.tgt_c), batch.batch, 0, dim_size=G, reduce="mean")
+        upper = batch.edge_index[0] < batch.edge_index[1]
+        ce_b = scatter(soft_ce(lb[upper], batch.tgt_b[upper].float()), batch.batch[batch.edge_index[0, upper]], 0,
+                       dim_size=G, reduce="mean")
+        w = d.time_weight(batch.t)
+        lw = d.loss_weights
+        loss = ((d.pos_weight(batch.t) * mse).mean() * lw["pos"] + (w * ce_a).mean() * lw["atom_types"]
+                + (w * ce_c).mean() * lw["charges"] + (w * ce_b).mean() * lw["bonds"])
+        self.log_dict({"loss": loss, "pos": (d.pos_weight(batch.t) * mse).mean(), "bonds": (w * ce_b).mean()},
+                      prog_bar=True, batch_size=G)
+        return loss
+
+    def configure_optimizers(self):
+        opt = torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=0.0)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / self.warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--ckpt", default=None, help="teacher (default: the shipped QM9 model)")
+    ap.add_argument("--driver", default=None, help="model that samples the trajectories (default: the teacher)")
+    ap.add_argument("--init", default=None, help="student's starting weights (default: the teacher's)")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--stage", choices=("states", "train", "all"), default="all")
+    ap.add_argument("--states", default=None, help="states file (default: OUT/states.pt)")
+    ap.add_argument("--n-traj", type=int, default=2000)
+    ap.add_argument("--steps", type=int, default=25)
+    ap.add_argument("--time-power", type=float, default=2.0)
+    ap.add_argument("--seed", type=int, default=1, help="of the trajectories (the evaluation uses seed 0)")
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--lr", type=float, default=1e-4)
+    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--max-steps", type=int, default=-1)
+    ap.add_argument("--ema", type=float, default=0.999)
+    ap.add_argument("--threads", type=int, default=None)
+    a = ap.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    model = load_model(a.ckpt)
+    states_file = Path(a.states) if a.states else out / "states.pt"
+    if a.stage in ("states", "all"):
+        t0 = time.perf_counter()
+        driver = load_model(a.driver) if a.driver else None
+        states = collect_states(model, a.n_traj, a.steps, a.time_power, a.seed, driver=driver)
+        meta = {"teacher": model.path, "driver": driver.path if driver else model.path, "n_traj": a.n_traj,
+                "steps": a.steps, "time_power": a.time_power, "seed": a.seed, "states": len(states)}
+        with atomic_write(states_file, "wb") as fh:
+            torch.save({"states": states, "meta": meta}, fh)
+        print(f"{len(states)} states in {time.perf_counter() - t0:.0f} s -> {states_file}")
+    if a.stage in ("train", "all"):
+        saved = torch.load(states_file, weights_only=False)
+        states, meta = (saved["states"], saved["meta"]) if isinstance(saved, dict) else (saved, {})
+        L.seed_everything(0)
+        loader = DataLoader(states, batch_size=a.batch_size, shuffle=True, drop_last=True)
+        module = DistillModule(load_model(a.init) if a.init else model, a.lr)
+        from lightning.pytorch.callbacks import EMAWeightAveraging
+
+        minutes = int(a.minutes)
+        trainer = L.Trainer(
+            accelerator="cpu", devices=1, max_epochs=-1, max_steps=a.max_steps,
+            max_time={"minutes": minutes, "seconds": int(round((a.minutes - minutes) * 60))},
+            callbacks=[EMAWeightAveraging(decay=a.ema)], logger=False, enable_checkpointing=False,
+            default_root_dir=str(out), gradient_clip_val=1.0, log_every_n_steps=50,
+        )
+        t0 = time.perf_counter()
+        trainer.fit(module, loader)
+        seconds = time.perf_counter() - t0
+        ckpt = torch.load(model.path, map_location="cpu", weights_only=True)
+        state = {f"net.{k}": v.detach().clone() for k, v in module.net.state_dict().items()}
+        record = {"teacher": model.path, "init": a.init or model.path, "states_file": str(states_file),
+                  "states_meta": meta, "states": len(states), "optimizer_steps": trainer.global_step, "batch_size": a.batch_size,
+                  "lr": a.lr, "ema": a.ema, "wall_time_min": round(seconds / 60, 1),
+                  "threads": torch.get_num_threads()}
+        with atomic_write(out / "model.pt", "wb") as fh:
+            torch.save({"state_dict": state, "hyper_parameters": ckpt["hyper_parameters"],
+                        "training_record": record}, fh)
+        with atomic_write(out / "record.json") as fh:
+            json.dump(record, fh, indent=1)
+        print(json.dumps(record))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

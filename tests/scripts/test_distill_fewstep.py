@@ -1,0 +1,51 @@
+"""scripts/distill_fewstep.py: the states hold the teacher's second call; a tiny run writes a loadable model."""
+
+import importlib.util
+import json
+
+import torch
+from torch_geometric.data import Batch
+
+import moldiff
+from moldiff.diffusion.joint import NoisyGraph
+from moldiff.training.checkpoint import load_model
+from moldiff.utils.graph import reverse_edge_index
+from tests.conftest import REPO, run_script
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("distill_fewstep", REPO / "scripts" / "distill_fewstep.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_states_hold_the_second_call_on_the_fed_back_first():
+    model = load_model(None)
+    states = _script().collect_states(model, n_traj=2, steps=3, time_power=2.0, seed=0, batch_size=2)
+    assert len(states) == 6
+    assert [bool(s.no_sc) for s in states] == [True, True, False, False, False, False]
+    assert [round(float(s.t), 4) for s in states[::2]] == [1.0, round((2 / 3) ** 2, 4), round((1 / 3) ** 2, 4)]
+    d, net = model.diffusion, model.net
+    for s in (states[1], states[4]):  # the first step (no fed-back prediction) and a later one
+        b = Batch.from_data_list([s])
+        g = NoisyGraph(b.pos, b.atom_types, b.charges, b.bond_types, b.edge_index, b.batch, b.t, 1,
+                       reverse_edge_index(b.edge_index, b.num_nodes))
+        with torch.no_grad():
+            first = d.denoise(net, g, (b.sc_pos, b.sc_a, b.sc_c, b.sc_b.float()))
+            second = d.self_cond_from(d.denoise(net, g, d.self_cond_from(first)))
+        torch.testing.assert_close(second[0], b.tgt_pos, atol=1e-4, rtol=0)
+        torch.testing.assert_close(second[1], b.tgt_a, atol=1e-4, rtol=0)
+        torch.testing.assert_close(second[3], b.tgt_b.float(), atol=2e-3, rtol=0)
+        assert not torch.allclose(first[0], b.tgt_pos, atol=1e-6)  # the target is not the first call's answer
+
+
+def test_tiny_distillation_run_writes_a_model_that_samples(tmp_path):
+    out = tmp_path / "d"
+    run_script("distill_fewstep.py", "--out", str(out), "--n-traj", "3", "--steps", "3", "--max-steps", "2",
+               "--batch-size", "2", "--threads", "1")
+    record = json.loads((out / "record.json").read_text())
+    assert record["states"] == 9 and record["optimizer_steps"] == 2 and record["states_meta"]["steps"] == 3
+    gen = moldiff.load_pretrained(out / "model.pt", device="cpu")
+    mols = gen.sample(2, steps=3, seed=0, decode="argmax")
+    assert len(mols) == 2
