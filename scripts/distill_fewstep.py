@@ -147,7 +147,8 @@ def main(argv=None) -> int:
     ap.add_argument("--init", default=None, help="student's starting weights (default: the teacher's)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--stage", choices=("states", "train", "all"), default="all")
-    ap.add_argument("--states", default=None, help="states file (default: OUT/states.pt)")
+    ap.add_argument("--states", nargs="+", default=None,
+                    help="states file(s) to train on (default: OUT/states.pt), e.g. one per time grid")
     ap.add_argument("--n-traj", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--time-power", type=float, default=2.0)
@@ -164,7 +165,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     model = load_model(a.ckpt)
-    states_file = Path(a.states) if a.states else out / "states.pt"
+    states_file = out / "states.pt"
     if a.stage in ("states", "all"):
         t0 = time.perf_counter()
         driver = load_model(a.driver) if a.driver else None
@@ -175,8 +176,12 @@ def main(argv=None) -> int:
             torch.save({"states": states, "meta": meta}, fh)
         print(f"{len(states)} states in {time.perf_counter() - t0:.0f} s -> {states_file}")
     if a.stage in ("train", "all"):
-        saved = torch.load(states_file, weights_only=False)
-        states, meta = (saved["states"], saved["meta"]) if isinstance(saved, dict) else (saved, {})
+        files = [Path(f) for f in a.states] if a.states else [states_file]
+        states, meta = [], []
+        for f in files:
+            saved = torch.load(f, weights_only=False)
+            states += saved["states"] if isinstance(saved, dict) else saved
+            meta.append(saved["meta"] if isinstance(saved, dict) else {"file": str(f)})
         L.seed_everything(0)
         loader = DataLoader(states, batch_size=a.batch_size, shuffle=True, drop_last=True)
         module = DistillModule(load_model(a.init) if a.init else model, a.lr)
@@ -194,7 +199,7 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - t0
         ckpt = torch.load(model.path, map_location="cpu", weights_only=True)
         state = {f"net.{k}": v.detach().clone() for k, v in module.net.state_dict().items()}
-        record = {"teacher": model.path, "init": a.init or model.path, "states_file": str(states_file),
+        record = {"teacher": model.path, "init": a.init or model.path, "states_files": [str(f) for f in files],
                   "states_meta": meta, "states": len(states), "optimizer_steps": trainer.global_step, "batch_size": a.batch_size,
                   "lr": a.lr, "ema": a.ema, "wall_time_min": round(seconds / 60, 1),
                   "threads": torch.get_num_threads()}

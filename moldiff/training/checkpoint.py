@@ -97,6 +97,10 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+#: the shipped models by the names ``ckpt=`` and :func:`moldiff.load_pretrained` take -> their files' stems
+SHIPPED = {"qm9": "qm9_default", "qm9_fast": "qm9_fast", "qm9_conditional": "qm9_conditional"}
+
+
 def pretrained_path(name: str = "qm9_default") -> Path:
     """A shipped model file under ``moldiff/pretrained/`` (``<name>.pt``), verified against the sha256 its
     ``<name>.json`` records."""

@@ -550,3 +550,15 @@ def test_temperature_sharpens_the_intermediate_categorical_draws():
     assert torch.equal(a.pos, b.pos) and torch.equal(a.atom_types, b.atom_types)
     with pytest.raises(ValueError, match="temperature"):
         sample(diff, fixed_logits, counts[:2], steps=2, temperature=0.0)
+
+
+def test_cli_ckpt_takes_a_shipped_models_name(tmp_path):
+    """``ckpt=qm9_fast`` is the shipped few-step model (sha256-checked), not a file name; the API agrees."""
+    import moldiff.api
+    from moldiff.training.checkpoint import SHIPPED
+
+    assert moldiff.api.PRETRAINED == SHIPPED
+    out = tmp_path / "f.sdf"
+    run_cli("sample", "ckpt=qm9_fast", "n_samples=2", "steps=3", "decode=argmax", f"out={out}", "progress=false")
+    mols = [m for m in Chem.SDMolSupplier(str(out), removeHs=False, sanitize=False)]
+    assert len(mols) == 2 and mols[0].GetProp("moldiff_checkpoint") == "qm9_fast.pt"

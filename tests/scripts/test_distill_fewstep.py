@@ -45,7 +45,7 @@ def test_tiny_distillation_run_writes_a_model_that_samples(tmp_path):
     run_script("distill_fewstep.py", "--out", str(out), "--n-traj", "3", "--steps", "3", "--max-steps", "2",
                "--batch-size", "2", "--threads", "1")
     record = json.loads((out / "record.json").read_text())
-    assert record["states"] == 9 and record["optimizer_steps"] == 2 and record["states_meta"]["steps"] == 3
+    assert record["states"] == 9 and record["optimizer_steps"] == 2 and record["states_meta"][0]["steps"] == 3
     gen = moldiff.load_pretrained(out / "model.pt", device="cpu")
     mols = gen.sample(2, steps=3, seed=0, decode="argmax")
     assert len(mols) == 2
