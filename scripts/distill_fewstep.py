@@ -29,15 +29,13 @@ from pathlib import Path
 
 import lightning as L
 import torch
-from torch_geometric.data import Batch, Data
+from torch_geometric.data import Data
 from torch_geometric.loader import DataLoader
-from torch_geometric.utils import scatter
 from tqdm import tqdm
 
-from moldiff.diffusion.categorical import symmetrize_edges
 from moldiff.diffusion.joint import NoisyGraph
 from moldiff.sampling.prior import sample_num_atoms
-from moldiff.sampling.sampler import empty_graphs, time_grid
+from moldiff.sampling.sampler import sample
 from moldiff.training.checkpoint import load_model
 from moldiff.utils.graph import reverse_edge_index
 from moldiff.utils.io import atomic_write
@@ -52,46 +50,35 @@ def collect_states(model, n_traj: int, steps: int, time_power: float, seed: int,
     drive = driver.net if driver is not None else net
     gen = torch.Generator().manual_seed(seed)
     counts = sample_num_atoms(n_traj, model.statistics["num_atoms_hist"], None, gen)
-    grid = time_grid(steps, None, time_power)
     states: list[Data] = []
+
+    def record(g: NoisyGraph, fed: tuple | None, own: tuple) -> None:
+        first = own if drive is net else diffusion.denoise(net, g, fed)
+        second = diffusion.denoise(net, g, diffusion.self_cond_from(first))
+        first_step = fed is None
+        if first_step:  # the first step: what the denoiser itself takes for "no previous prediction"
+            fed = (g.pos, g.pos.new_zeros(g.pos.shape[0], diffusion.atom.num_states),
+                   g.pos.new_zeros(g.pos.shape[0], diffusion.charge.num_states),
+                   g.pos.new_zeros(g.edge_index.shape[1], diffusion.bond.num_states))
+        _append(states, g, fed, diffusion.self_cond_from(second), first_step)
+        bar.update(g.num_graphs)
+
     with torch.no_grad(), tqdm(total=n_traj * steps, desc="states", unit="state") as bar:
         for lo in range(0, n_traj, batch_size):
-            skel = empty_graphs(counts[lo:lo + batch_size])
-            G, N = skel.num_graphs, skel.num_nodes
-            batch, ei = skel.batch, skel.edge_index
-            rev = reverse_edge_index(ei, N)
-            pos = diffusion.pos.prior(N, batch, G, generator=gen)
-            a = diffusion.atom.prior(N, "cpu", gen)
-            c = diffusion.charge.prior(N, "cpu", gen)
-            b = symmetrize_edges(diffusion.bond.prior(ei.shape[1], "cpu", gen), ei, rev)
-            sc = None
-            for k in range(steps):
-                g = NoisyGraph(pos, a, c, b, ei, batch, grid[k].expand(G), G, rev)
-                first = diffusion.denoise(net, g, sc)
-                own = first if drive is net else diffusion.denoise(drive, g, sc)
-                fed = sc if sc is not None else (pos, pos.new_zeros(N, diffusion.atom.num_states),
-                                                 pos.new_zeros(N, diffusion.charge.num_states),
-                                                 pos.new_zeros(ei.shape[1], diffusion.bond.num_states))
-                second = diffusion.denoise(net, g, diffusion.self_cond_from(first))
-                tgt = diffusion.self_cond_from(second)
-                _append(states, skel, g, fed, tgt, k == 0)
-                sc = diffusion.self_cond_from(own)
-                if k < steps - 1:
-                    nxt = diffusion.reverse_step(g, own, grid[k + 1].expand(G), 1.0, False, gen)
-                    pos, a, c, b = nxt.pos, nxt.atom_types, nxt.charges, nxt.bond_types
-                bar.update(G)
+            sample(diffusion, drive, counts[lo:lo + batch_size], steps, time_power=time_power, generator=gen,
+                   step_hook=record)
     return states
 
 
-def _append(states: list[Data], skel: Batch, g: NoisyGraph, fed: tuple, tgt: tuple, first: bool) -> None:
-    ptr = skel.ptr.tolist()
-    eb = skel.batch[skel.edge_index[0]]
-    for m in range(skel.num_graphs):
+def _append(states: list[Data], g: NoisyGraph, fed: tuple, tgt: tuple, first: bool) -> None:
+    ptr = [0, *torch.bincount(g.batch, minlength=g.num_graphs).cumsum(0).tolist()]
+    eb = g.batch[g.edge_index[0]]
+    for m in range(g.num_graphs):
         n0, n1 = ptr[m], ptr[m + 1]
         em = eb == m
         states.append(Data(
             pos=g.pos[n0:n1].clone(), atom_types=g.atom_types[n0:n1].clone(), charges=g.charges[n0:n1].clone(),
-            edge_index=skel.edge_index[:, em] - n0, bond_types=g.bond_types[em].clone(), t=g.t[m:m + 1].clone(),
+            edge_index=g.edge_index[:, em] - n0, bond_types=g.bond_types[em].clone(), t=g.t[m:m + 1].clone(),
             no_sc=torch.tensor([first]),
             sc_pos=fed[0][n0:n1].clone(), sc_a=fed[1][n0:n1].clone(), sc_c=fed[2][n0:n1].clone(),
             sc_b=fed[3][em].half(),
@@ -115,24 +102,10 @@ class DistillModule(L.LightningModule):
         g = NoisyGraph(batch.pos, batch.atom_types, batch.charges, batch.bond_types, batch.edge_index,
                        batch.batch, batch.t, G, rev)
         sc = (batch.sc_pos, batch.sc_a, batch.sc_c, batch.sc_b.float())
-        pos0, la, lc, lb = d.denoise(self.net, g, sc)
-        mse = scatter(((pos0 - batch.tgt_pos) ** 2).sum(-1), batch.batch, 0, dim_size=G, reduce="mean")
-
-        def soft_ce(logits, probs):
-            return -(probs * logits.log_softmax(-1)).sum(-1)
-
-        ce_a = scatter(soft_ce(la, batch.tgt_a), batch.batch, 0, dim_size=G, reduce="mean")
-        ce_c = scatter(soft_ce(lc, batch.tgt_c), batch.batch, 0, dim_size=G, reduce="mean")
-        upper = batch.edge_index[0] < batch.edge_index[1]
-        ce_b = scatter(soft_ce(lb[upper], batch.tgt_b[upper].float()), batch.batch[batch.edge_index[0, upper]], 0,
-                       dim_size=G, reduce="mean")
-        w = d.time_weight(batch.t)
-        lw = d.loss_weights
-        loss = ((d.pos_weight(batch.t) * mse).mean() * lw["pos"] + (w * ce_a).mean() * lw["atom_types"]
-                + (w * ce_c).mean() * lw["charges"] + (w * ce_b).mean() * lw["bonds"])
-        self.log_dict({"loss": loss, "pos": (d.pos_weight(batch.t) * mse).mean(), "bonds": (w * ce_b).mean()},
-                      prog_bar=True, batch_size=G)
-        return loss
+        out = d.loss_terms(g, d.denoise(self.net, g, sc),
+                           (batch.tgt_pos, batch.tgt_a, batch.tgt_c, batch.tgt_b.float()))
+        self.log_dict({k: out[k] for k in ("loss", "pos", "bonds")}, prog_bar=True, batch_size=G)
+        return out["loss"]
 
     def configure_optimizers(self):
         opt = torch.optim.AdamW(self.net.parameters(), lr=self.lr, weight_decay=0.0)

@@ -271,15 +271,24 @@ class JointDiffusion:
                 with torch.no_grad():
                     first = self.lookahead(g) if self.self_cond_lookahead > 0 else g
                     self_cond = self.self_cond_from(self.denoise(denoiser, first))
-        pos0, la, lc, lb = self.denoise(denoiser, g, self_cond)
+        pred = self.denoise(denoiser, g, self_cond)
+        return self.loss_terms(g, pred, (x0, batch.atom_types, batch.charges, batch.bond_types))
+
+    def loss_terms(self, g: NoisyGraph, pred: tuple, target: tuple) -> dict[str, torch.Tensor]:
+        """The weighted loss of a prediction ``pred = (pos0, atom, charge, bond logits)`` on ``g`` against
+        ``target = (x0, atom, charge, bond classes)``: classes as indices, or as probabilities ``[.., K]`` (a
+        teacher's soft answer; ``F.cross_entropy`` takes both). Each term is averaged per molecule first, then
+        over molecules; bonds count each unordered pair once."""
+        pos0, la, lc, lb = pred
+        x0, ta, tc, tb = target
         G = g.num_graphs
         w = self.time_weight(g.t)  # [G]
         mse = scatter(((pos0 - x0) ** 2).sum(-1), g.batch, 0, dim_size=G, reduce="mean")
-        ce_a = scatter(F.cross_entropy(la, batch.atom_types, reduction="none"), g.batch, 0, dim_size=G, reduce="mean")
-        ce_c = scatter(F.cross_entropy(lc, batch.charges, reduction="none"), g.batch, 0, dim_size=G, reduce="mean")
+        ce_a = scatter(F.cross_entropy(la, ta, reduction="none"), g.batch, 0, dim_size=G, reduce="mean")
+        ce_c = scatter(F.cross_entropy(lc, tc, reduction="none"), g.batch, 0, dim_size=G, reduce="mean")
         upper = g.edge_index[0] < g.edge_index[1]
         eb = g.batch[g.edge_index[0, upper]]
-        ce_b = F.cross_entropy(lb[upper], batch.bond_types[upper], reduction="none")
+        ce_b = F.cross_entropy(lb[upper], tb[upper], reduction="none")
         ce_b = scatter(ce_b, eb, 0, dim_size=G, reduce="mean")
         terms = {"pos": mse, "atom_types": ce_a, "charges": ce_c, "bonds": ce_b}
         out = {k: (w * v).mean() for k, v in terms.items()}

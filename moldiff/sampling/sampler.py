@@ -79,6 +79,7 @@ def sample(
     time_power: float = 1.0,
     temperature: float = 1.0,
     guidance_interval: tuple[float, float] = (0.0, 1.0),
+    step_hook: Callable[[NoisyGraph, tuple | None, tuple], None] | None = None,
 ) -> Batch:
     """Generate molecules.
 
@@ -101,6 +102,9 @@ def sample(
         temperature: of the clean-class probabilities the intermediate categorical steps sample from,
             ``softmax(logits / temperature)``: 1 is the model's distribution, below 1 sharper (fewer
             unlikely atom, charge and bond classes drawn on coarse grids). The last step is an argmax either way.
+        step_hook: called at every step as ``step_hook(state, fed_back, prediction)``: the noisy state, the
+            self-conditioning input it was given (None at the first step) and the network's prediction
+            ``(pos0, atom, charge, bond logits)`` (e.g. to record the states the sampler visits).
         return_probs: also attach the final step's clean-class probabilities ``atom_probs [N,Ka]``,
             ``charge_probs [N,Kc]`` and ``bond_probs [E,Kb]`` (symmetric), for decodings other than argmax.
 
@@ -152,6 +156,8 @@ def sample(
         tg = t_val.expand(G)
         g = NoisyGraph(pos, a, c, b, ei, batch, tg, G, rev)
         pos0, la, lc, lb = net(g, sc, guided_steps[k])
+        if step_hook is not None:
+            step_hook(g, sc, (pos0, la, lc, lb))
         if diffusion.self_conditioning:
             sc = diffusion.self_cond_from((pos0, la, lc, lb))
         if fixed is not None:
