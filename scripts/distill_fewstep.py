@@ -15,6 +15,9 @@ fine-tunes a copy of the model (the student) so that its single call matches the
    loss's weighting of ``x0`` errors, classes by the cross-entropy against the teacher's probabilities.
    Writes ``OUT/model.pt`` (EMA weights, loadable by ``moldiff-sample ckpt=OUT/model.pt``).
 
+Both stages run on a GPU when there is one (``--device``; ``--precision bf16-mixed`` for the training stage);
+the states are kept on the host either way.
+
 Score it with ``scripts/sampler_sweep.py --ckpt OUT/model.pt "steps=25,time_power=2" "steps=100"``.
 
     python scripts/distill_fewstep.py --out runs/distill --n-traj 2000 --minutes 60
@@ -25,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import time
+from dataclasses import fields
 from pathlib import Path
 
 import lightning as L
@@ -42,14 +46,17 @@ from moldiff.utils.io import atomic_write
 
 
 def collect_states(model, n_traj: int, steps: int, time_power: float, seed: int, batch_size: int = 100,
-                   driver=None) -> list[Data]:
+                   driver=None, device: torch.device | str = "cpu") -> list[Data]:
     """Every step's state of ``n_traj`` sampled molecules with the teacher's (``model``'s) two-call answer (see
     module doc). The trajectories are sampled by ``driver`` (one call a step; default: the teacher itself), e.g.
-    a student, so that a second round trains on the states the student visits."""
+    a student, so that a second round trains on the states the student visits. The models must be on ``device``;
+    the states are kept on the CPU."""
     diffusion, net = model.diffusion, model.net
     drive = driver.net if driver is not None else net
+    device = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     counts = sample_num_atoms(n_traj, model.statistics["num_atoms_hist"], None, gen)
+    dev_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
     states: list[Data] = []
 
     def record(g: NoisyGraph, fed: tuple | None, own: tuple) -> None:
@@ -65,12 +72,19 @@ def collect_states(model, n_traj: int, steps: int, time_power: float, seed: int,
 
     with torch.no_grad(), tqdm(total=n_traj * steps, desc="states", unit="state") as bar:
         for lo in range(0, n_traj, batch_size):
-            sample(diffusion, drive, counts[lo:lo + batch_size], steps, time_power=time_power, generator=gen,
-                   step_hook=record)
+            sample(diffusion, drive, counts[lo:lo + batch_size], steps, time_power=time_power, generator=dev_gen,
+                   device=device, step_hook=record)
     return states
 
 
+def _host(x):
+    return x.cpu() if torch.is_tensor(x) else x
+
+
 def _append(states: list[Data], g: NoisyGraph, fed: tuple, tgt: tuple, first: bool) -> None:
+    if g.pos.device.type != "cpu":  # one copy to the host per step, not one per molecule
+        g = NoisyGraph(**{f.name: _host(getattr(g, f.name)) for f in fields(g)})
+        fed, tgt = tuple(map(_host, fed)), tuple(map(_host, tgt))
     ptr = [0, *torch.bincount(g.batch, minlength=g.num_graphs).cumsum(0).tolist()]
     eb = g.batch[g.edge_index[0]]
     for m in range(g.num_graphs):
@@ -132,17 +146,21 @@ def main(argv=None) -> int:
     ap.add_argument("--max-steps", type=int, default=-1)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--device", default="auto", help="auto (a GPU when there is one) | cpu | cuda")
+    ap.add_argument("--precision", default="32-true", help="Lightning precision of the training stage, e.g. bf16-mixed")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
-    model = load_model(a.ckpt)
+    device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
+                          "cpu" if a.device == "auto" else a.device)
+    model = load_model(a.ckpt, device=device)
     states_file = out / "states.pt"
     if a.stage in ("states", "all"):
         t0 = time.perf_counter()
-        driver = load_model(a.driver) if a.driver else None
-        states = collect_states(model, a.n_traj, a.steps, a.time_power, a.seed, driver=driver)
+        driver = load_model(a.driver, device=device) if a.driver else None
+        states = collect_states(model, a.n_traj, a.steps, a.time_power, a.seed, driver=driver, device=device)
         meta = {"teacher": model.path, "driver": driver.path if driver else model.path, "n_traj": a.n_traj,
                 "steps": a.steps, "time_power": a.time_power, "seed": a.seed, "states": len(states)}
         with atomic_write(states_file, "wb") as fh:
@@ -157,12 +175,12 @@ def main(argv=None) -> int:
             meta.append(saved["meta"] if isinstance(saved, dict) else {"file": str(f)})
         L.seed_everything(0)
         loader = DataLoader(states, batch_size=a.batch_size, shuffle=True, drop_last=True)
-        module = DistillModule(load_model(a.init) if a.init else model, a.lr)
+        module = DistillModule(load_model(a.init, device=device) if a.init else model, a.lr)
         from lightning.pytorch.callbacks import EMAWeightAveraging
 
         minutes = int(a.minutes)
         trainer = L.Trainer(
-            accelerator="cpu", devices=1, max_epochs=-1, max_steps=a.max_steps,
+            accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=a.precision, max_epochs=-1, max_steps=a.max_steps,
             max_time={"minutes": minutes, "seconds": int(round((a.minutes - minutes) * 60))},
             callbacks=[EMAWeightAveraging(decay=a.ema)], logger=False, enable_checkpointing=False,
             default_root_dir=str(out), gradient_clip_val=1.0, log_every_n_steps=50,
@@ -171,11 +189,13 @@ def main(argv=None) -> int:
         trainer.fit(module, loader)
         seconds = time.perf_counter() - t0
         ckpt = torch.load(model.path, map_location="cpu", weights_only=True)
-        state = {f"net.{k}": v.detach().clone() for k, v in module.net.state_dict().items()}
+        state = {f"net.{k}": v.detach().cpu().clone() for k, v in module.net.state_dict().items()}
         record = {"teacher": model.path, "init": a.init or model.path, "states_files": [str(f) for f in files],
                   "states_meta": meta, "states": len(states), "optimizer_steps": trainer.global_step, "batch_size": a.batch_size,
                   "lr": a.lr, "ema": a.ema, "wall_time_min": round(seconds / 60, 1),
-                  "threads": torch.get_num_threads()}
+                  "threads": torch.get_num_threads(), "device": (torch.cuda.get_device_name(device)
+                                                                 if device.type == "cuda" else "cpu"),
+                  "precision": a.precision}
         with atomic_write(out / "model.pt", "wb") as fh:
             torch.save({"state_dict": state, "hyper_parameters": ckpt["hyper_parameters"],
                         "training_record": record}, fh)

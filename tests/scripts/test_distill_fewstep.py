@@ -3,6 +3,7 @@
 import importlib.util
 import json
 
+import pytest
 import torch
 from torch_geometric.data import Batch
 
@@ -40,12 +41,20 @@ def test_states_hold_the_second_call_on_the_fed_back_first():
         assert not torch.allclose(first[0], b.tgt_pos, atol=1e-6)  # the target is not the first call's answer
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+def test_states_are_collected_on_the_gpu_and_kept_on_the_host():
+    model = load_model(None, device="cuda")
+    states = _script().collect_states(model, n_traj=2, steps=2, time_power=2.0, seed=0, device="cuda")
+    assert len(states) == 4 and all(s.pos.device.type == "cpu" and s.tgt_b.device.type == "cpu" for s in states)
+
+
 def test_tiny_distillation_run_writes_a_model_that_samples(tmp_path):
     out = tmp_path / "d"
     run_script("distill_fewstep.py", "--out", str(out), "--n-traj", "3", "--steps", "3", "--max-steps", "2",
                "--batch-size", "2", "--threads", "1")
     record = json.loads((out / "record.json").read_text())
     assert record["states"] == 9 and record["optimizer_steps"] == 2 and record["states_meta"][0]["steps"] == 3
+    assert record["device"] == ("cpu" if not torch.cuda.is_available() else torch.cuda.get_device_name(0))
     gen = moldiff.load_pretrained(out / "model.pt", device="cpu")
     mols = gen.sample(2, steps=3, seed=0, decode="argmax")
     assert len(mols) == 2
