@@ -32,12 +32,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import io
 import json
 from pathlib import Path
 
 import torch
 
 from moldiff.training.checkpoint import sha256
+from moldiff.utils.io import atomic_write
 
 OUT = Path(__file__).resolve().parents[1] / "moldiff" / "pretrained"
 MAX_BYTES = 16 * 1024 * 1024
@@ -127,15 +129,18 @@ def main(argv=None) -> None:
         record.update(warm_start_record(a.warm_started_from, record.get("wall_time_min")))
     out = {"state_dict": state, "hyper_parameters": hparams, "training_record": record}
     path = a.out_dir / f"{a.name}.pt"
-    torch.save(out, path)
-    size = path.stat().st_size
+    buf = io.BytesIO()
+    torch.save(out, buf)
+    size = buf.getbuffer().nbytes
     if size > MAX_BYTES:
-        path.unlink()
         raise SystemExit(f"{path.name} would be {size / 2**20:.1f} MiB > 16 MiB; use --half")
+    with atomic_write(path, "wb") as fh:  # creates --out-dir; an existing file is replaced only by a whole one
+        fh.write(buf.getbuffer())
     digest = sha256(path)
     info = {"file": path.name, "sha256": digest, "bytes": size, "dataset": ck["hyper_parameters"]["dataset"]["name"],
             "training_record": record}
-    (a.out_dir / f"{a.name}.json").write_text(json.dumps(info, indent=1) + "\n")
+    with atomic_write(a.out_dir / f"{a.name}.json") as fh:
+        fh.write(json.dumps(info, indent=1) + "\n")
     print(json.dumps(info, indent=1))
 
 

@@ -73,7 +73,11 @@ def test_cli_checkpoint_weights_only_and_resume(tiny_ckpt, data_root, tmp_path):
     record = json.loads((tmp_path / "m.json").read_text())["training_record"]
     assert record["global_step"] == 10 and 60 <= record["wall_time_min"] < 90, export.stdout
     # an exported model file re-exports under another name, keeping its weights and record
-    run_script("export_pretrained.py", str(tmp_path / "m.pt"), "--name", "m2", "--recipe", "again", "--out-dir", str(tmp_path))
+    # (into a folder that does not exist yet: it is created)
+    run_script("export_pretrained.py", str(tmp_path / "m.pt"), "--name", "m2", "--recipe", "again", "--out-dir",
+               str(tmp_path / "new"))
+    for f in ("m2.pt", "m2.json"):
+        (tmp_path / "new" / f).rename(tmp_path / f)
     again = json.loads((tmp_path / "m2.json").read_text())["training_record"]
     assert again["global_step"] == 10 and again["hardware"] == "test" and again["recipe"] == "again"
     a, b = (torch.load(tmp_path / f, map_location="cpu", weights_only=True)["state_dict"] for f in ("m.pt", "m2.pt"))
