@@ -150,7 +150,7 @@ def load_pretrained(name: str | Path = "qm9", device: str = "auto") -> MoleculeG
 
     Args:
         name: ``qm9`` (the unconditional model shipped with moldiff), ``qm9_fast`` (the same model distilled
-            for few steps: better at 25-50 steps, the same at 100), ``qm9_conditional`` (the shipped
+            for few steps: better at 25-50 steps, about the same at 100), ``qm9_conditional`` (the shipped
             model conditioned on any subset of alpha, gap, homo, lumo, mu and Cv; both are checked against
             their recorded sha256), or the path
             of a ``.ckpt`` written by ``moldiff-train`` or a ``.pt`` written by ``scripts/export_pretrained.py``.

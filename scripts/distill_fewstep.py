@@ -77,6 +77,12 @@ def collect_states(model, n_traj: int, steps: int, time_power: float, seed: int,
     return states
 
 
+def _shown(path) -> str:
+    """A model's path as records show it: relative to the working folder when under it (no machine's layout)."""
+    p = Path(path).resolve()
+    return str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else str(path)
+
+
 def _host(x):
     return x.cpu() if torch.is_tensor(x) else x
 
@@ -161,7 +167,7 @@ def main(argv=None) -> int:
         t0 = time.perf_counter()
         driver = load_model(a.driver, device=device) if a.driver else None
         states = collect_states(model, a.n_traj, a.steps, a.time_power, a.seed, driver=driver, device=device)
-        meta = {"teacher": model.path, "driver": driver.path if driver else model.path, "n_traj": a.n_traj,
+        meta = {"teacher": _shown(model.path), "driver": _shown((driver or model).path), "n_traj": a.n_traj,
                 "steps": a.steps, "time_power": a.time_power, "seed": a.seed, "states": len(states)}
         with atomic_write(states_file, "wb") as fh:
             torch.save({"states": states, "meta": meta}, fh)
@@ -190,7 +196,7 @@ def main(argv=None) -> int:
         seconds = time.perf_counter() - t0
         ckpt = torch.load(model.path, map_location="cpu", weights_only=True)
         state = {f"net.{k}": v.detach().cpu().clone() for k, v in module.net.state_dict().items()}
-        record = {"teacher": model.path, "init": a.init or model.path, "states_files": [str(f) for f in files],
+        record = {"teacher": _shown(model.path), "init": a.init or _shown(model.path), "states_files": [str(f) for f in files],
                   "states_meta": meta, "states": len(states), "optimizer_steps": trainer.global_step, "batch_size": a.batch_size,
                   "lr": a.lr, "ema": a.ema, "wall_time_min": round(seconds / 60, 1),
                   "threads": torch.get_num_threads(), "device": (torch.cuda.get_device_name(device)
