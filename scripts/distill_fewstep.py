@@ -15,6 +15,10 @@ fine-tunes a copy of the model (the student) so that its single call matches the
    loss's weighting of ``x0`` errors, classes by the cross-entropy against the teacher's probabilities.
    Writes ``OUT/model.pt`` (EMA weights, loadable by ``moldiff-sample ckpt=OUT/model.pt``).
 
+``--stage rounds`` runs ``--rounds`` of both in one process with the states kept in memory: each round's student
+samples and teaches the next round's states (``--grids``), beside anchor states of ``--anchor-ckpt`` on a fine grid
+collected once (``--anchor``); round R's model is ``OUT/roundR/model.pt``.
+
 Both stages run on a GPU when there is one (``--device``; ``--precision bf16-mixed`` for the training stage);
 the states are kept on the host either way.
 
@@ -93,9 +97,11 @@ def _append(states: list[Data], g: NoisyGraph, fed: tuple, tgt: tuple, first: bo
         fed, tgt = tuple(map(_host, fed)), tuple(map(_host, tgt))
     ptr = [0, *torch.bincount(g.batch, minlength=g.num_graphs).cumsum(0).tolist()]
     eb = g.batch[g.edge_index[0]]
+    grouped = bool((eb[1:] >= eb[:-1]).all())  # PyG batches keep each graph's edges together
+    eptr = [0, *torch.bincount(eb, minlength=g.num_graphs).cumsum(0).tolist()]
     for m in range(g.num_graphs):
         n0, n1 = ptr[m], ptr[m + 1]
-        em = eb == m
+        em = slice(eptr[m], eptr[m + 1]) if grouped else eb == m
         states.append(Data(
             pos=g.pos[n0:n1].clone(), atom_types=g.atom_types[n0:n1].clone(), charges=g.charges[n0:n1].clone(),
             edge_index=g.edge_index[:, em] - n0, bond_types=g.bond_types[em].clone(), t=g.t[m:m + 1].clone(),
@@ -133,22 +139,94 @@ class DistillModule(L.LightningModule):
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
+def train_student(model, states: list[Data], a, out: Path, device: torch.device, sources: list,
+                  init=None) -> dict:
+    """Fine-tune ``init`` (default: a copy-free use of ``model``'s network) on ``states`` towards their targets;
+    writes ``out/model.pt`` (EMA weights, ``model``'s hyper-parameters) and ``out/record.json``."""
+    from lightning.pytorch.callbacks import EMAWeightAveraging
+
+    out.mkdir(parents=True, exist_ok=True)
+    L.seed_everything(0)
+    loader = DataLoader(states, batch_size=a.batch_size, shuffle=True, drop_last=True, num_workers=a.workers,
+                        persistent_workers=a.workers > 0)
+    module = DistillModule(init or model, a.lr)
+    minutes = int(a.minutes)
+    trainer = L.Trainer(
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=a.precision, max_epochs=-1,
+        max_steps=a.max_steps, max_time={"minutes": minutes, "seconds": int(round((a.minutes - minutes) * 60))},
+        callbacks=[EMAWeightAveraging(decay=a.ema)], logger=False, enable_checkpointing=False,
+        default_root_dir=str(out), gradient_clip_val=1.0, log_every_n_steps=50,
+    )
+    t0 = time.perf_counter()
+    trainer.fit(module, loader)
+    seconds = time.perf_counter() - t0
+    ckpt = torch.load(model.path, map_location="cpu", weights_only=True)
+    state = {f"net.{k}": v.detach().cpu().clone() for k, v in module.net.state_dict().items()}
+    record = {"teacher": _shown(model.path), "init": _shown(init.path) if init else _shown(model.path),
+              "states_meta": sources, "states": len(states), "optimizer_steps": trainer.global_step,
+              "batch_size": a.batch_size, "lr": a.lr, "ema": a.ema, "workers": a.workers,
+              "wall_time_min": round(seconds / 60, 2), "states_per_second": round(trainer.global_step * a.batch_size
+                                                                                  / max(seconds, 1e-9)),
+              "threads": torch.get_num_threads(),
+              "device": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+              "precision": a.precision}
+    with atomic_write(out / "model.pt", "wb") as fh:
+        torch.save({"state_dict": state, "hyper_parameters": ckpt["hyper_parameters"], "training_record": record}, fh)
+    with atomic_write(out / "record.json") as fh:
+        json.dump(record, fh, indent=1)
+    print(json.dumps(record), flush=True)
+    return record
+
+
+def _grid(spec: str) -> tuple[int, int, float]:
+    """``STEPS:TIME_POWER:N_TRAJ``, e.g. ``25:2:4000``."""
+    try:
+        steps, power, n = spec.split(":")
+        return int(steps), float(power), int(n)
+    except ValueError:
+        raise SystemExit(f"distill_fewstep.py: grid {spec!r} is not STEPS:TIME_POWER:N_TRAJ (e.g. 25:2:4000)")
+
+
+def _collect(model, grids: list[str], seed: int, a, device, driver=None) -> tuple[list[Data], list[dict]]:
+    states, meta = [], []
+    for k, spec in enumerate(grids):
+        steps, power, n = _grid(spec)
+        t0 = time.perf_counter()
+        got = collect_states(model, n, steps, power, seed + k, batch_size=a.traj_batch, driver=driver, device=device)
+        meta.append({"teacher": _shown(model.path), "driver": _shown((driver or model).path), "n_traj": n,
+                     "steps": steps, "time_power": power, "seed": seed + k, "states": len(got),
+                     "seconds": round(time.perf_counter() - t0, 1)})
+        print(f"{len(got)} states ({spec}) in {meta[-1]['seconds']} s", flush=True)
+        states += got
+    return states, meta
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--ckpt", default=None, help="teacher (default: the shipped QM9 model)")
     ap.add_argument("--driver", default=None, help="model that samples the trajectories (default: the teacher)")
     ap.add_argument("--init", default=None, help="student's starting weights (default: the teacher's)")
     ap.add_argument("--out", required=True)
-    ap.add_argument("--stage", choices=("states", "train", "all"), default="all")
+    ap.add_argument("--stage", choices=("states", "train", "all", "rounds"), default="all",
+                    help="rounds: --rounds self-taught rounds in one process, states kept in memory (see --grids)")
     ap.add_argument("--states", nargs="+", default=None,
                     help="states file(s) to train on (default: OUT/states.pt), e.g. one per time grid")
     ap.add_argument("--n-traj", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--time-power", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=1, help="of the trajectories (the evaluation uses seed 0)")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of --stage rounds")
+    ap.add_argument("--grids", nargs="+", default=["25:2:2000", "50:1:600"],
+                    help="--stage rounds: each round's states, STEPS:TIME_POWER:N_TRAJ sampled and taught by the "
+                         "previous round's student (the first round: --ckpt)")
+    ap.add_argument("--anchor", nargs="*", default=["100:1:400"],
+                    help="--stage rounds: states of --anchor-ckpt collected once and kept in every round")
+    ap.add_argument("--anchor-ckpt", default=None, help="teacher of the anchor states (default: the shipped QM9 model)")
+    ap.add_argument("--traj-batch", type=int, default=100, help="trajectories sampled at once (larger on a GPU)")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--workers", type=int, default=0, help="DataLoader processes of the training stage")
     ap.add_argument("--lr", type=float, default=1e-4)
-    ap.add_argument("--minutes", type=float, default=60.0)
+    ap.add_argument("--minutes", type=float, default=60.0, help="training time (a round's, with --stage rounds)")
     ap.add_argument("--max-steps", type=int, default=-1)
     ap.add_argument("--ema", type=float, default=0.999)
     ap.add_argument("--threads", type=int, default=None)
@@ -162,16 +240,21 @@ def main(argv=None) -> int:
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           "cpu" if a.device == "auto" else a.device)
     model = load_model(a.ckpt, device=device)
+    if a.stage == "rounds":
+        anchor, anchor_meta = _collect(load_model(a.anchor_ckpt, device=device), a.anchor, a.seed + 100, a, device)
+        for r in range(1, a.rounds + 1):
+            states, meta = _collect(model, a.grids, a.seed + 10 * r, a, device)
+            train_student(model, states + anchor, a, out / f"round{r}", device, meta + anchor_meta)
+            del states
+            model = load_model(out / f"round{r}" / "model.pt", device=device)
+        return 0
     states_file = out / "states.pt"
     if a.stage in ("states", "all"):
-        t0 = time.perf_counter()
         driver = load_model(a.driver, device=device) if a.driver else None
-        states = collect_states(model, a.n_traj, a.steps, a.time_power, a.seed, driver=driver, device=device)
-        meta = {"teacher": _shown(model.path), "driver": _shown((driver or model).path), "n_traj": a.n_traj,
-                "steps": a.steps, "time_power": a.time_power, "seed": a.seed, "states": len(states)}
+        states, meta = _collect(model, [f"{a.steps}:{a.time_power}:{a.n_traj}"], a.seed, a, device, driver=driver)
         with atomic_write(states_file, "wb") as fh:
-            torch.save({"states": states, "meta": meta}, fh)
-        print(f"{len(states)} states in {time.perf_counter() - t0:.0f} s -> {states_file}")
+            torch.save({"states": states, "meta": meta[0]}, fh)
+        print(f"-> {states_file}")
     if a.stage in ("train", "all"):
         files = [Path(f) for f in a.states] if a.states else [states_file]
         states, meta = [], []
@@ -179,35 +262,9 @@ def main(argv=None) -> int:
             saved = torch.load(f, weights_only=False)
             states += saved["states"] if isinstance(saved, dict) else saved
             meta.append(saved["meta"] if isinstance(saved, dict) else {"file": str(f)})
-        L.seed_everything(0)
-        loader = DataLoader(states, batch_size=a.batch_size, shuffle=True, drop_last=True)
-        module = DistillModule(load_model(a.init, device=device) if a.init else model, a.lr)
-        from lightning.pytorch.callbacks import EMAWeightAveraging
-
-        minutes = int(a.minutes)
-        trainer = L.Trainer(
-            accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, precision=a.precision, max_epochs=-1, max_steps=a.max_steps,
-            max_time={"minutes": minutes, "seconds": int(round((a.minutes - minutes) * 60))},
-            callbacks=[EMAWeightAveraging(decay=a.ema)], logger=False, enable_checkpointing=False,
-            default_root_dir=str(out), gradient_clip_val=1.0, log_every_n_steps=50,
-        )
-        t0 = time.perf_counter()
-        trainer.fit(module, loader)
-        seconds = time.perf_counter() - t0
-        ckpt = torch.load(model.path, map_location="cpu", weights_only=True)
-        state = {f"net.{k}": v.detach().cpu().clone() for k, v in module.net.state_dict().items()}
-        record = {"teacher": _shown(model.path), "init": a.init or _shown(model.path), "states_files": [str(f) for f in files],
-                  "states_meta": meta, "states": len(states), "optimizer_steps": trainer.global_step, "batch_size": a.batch_size,
-                  "lr": a.lr, "ema": a.ema, "wall_time_min": round(seconds / 60, 1),
-                  "threads": torch.get_num_threads(), "device": (torch.cuda.get_device_name(device)
-                                                                 if device.type == "cuda" else "cpu"),
-                  "precision": a.precision}
-        with atomic_write(out / "model.pt", "wb") as fh:
-            torch.save({"state_dict": state, "hyper_parameters": ckpt["hyper_parameters"],
-                        "training_record": record}, fh)
-        with atomic_write(out / "record.json") as fh:
-            json.dump(record, fh, indent=1)
-        print(json.dumps(record))
+        for m, f in zip(meta, files):
+            m.setdefault("file", str(f))
+        train_student(model, states, a, out, device, meta, init=load_model(a.init, device=device) if a.init else None)
     return 0
 
 
