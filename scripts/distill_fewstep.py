@@ -241,6 +241,8 @@ def main(argv=None) -> int:
                           "cpu" if a.device == "auto" else a.device)
     model = load_model(a.ckpt, device=device)
     if a.stage == "rounds":
+        for spec in a.grids + a.anchor:  # a typo stops the run before any sampling
+            _grid(spec)
         anchor, anchor_meta = _collect(load_model(a.anchor_ckpt, device=device), a.anchor, a.seed + 100, a, device)
         for r in range(1, a.rounds + 1):
             states, meta = _collect(model, a.grids, a.seed + 10 * r, a, device)

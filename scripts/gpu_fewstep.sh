@@ -11,7 +11,8 @@
 #   scripts/gpu_fewstep.sh OUT             OUT gets each round's model (roundR.pt), the distillation log,
 #                                          the conditional chunk as g.tar (no resume checkpoint), GPU use
 #                                          and the CUDA test of the states' collection: at most 8 files
-#   SCALE=0.01 scripts/gpu_fewstep.sh OUT  a dry run with every size and time 100 times smaller (also on a CPU)
+#   SCALE=0.01 scripts/gpu_fewstep.sh OUT  a dry run with every size and time 100 times smaller (also on a CPU;
+#                                          ANCHOR_STEPS, COND_DATA_ROOT and COND_EXTRA shorten it further)
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(mkdir -p "${1:?usage: gpu_fewstep.sh OUT}" && cd "$1" && pwd)"
@@ -30,16 +31,17 @@ fi
 
 mkdir -p "$work/g"
 scripts/gpu_train.sh --experiment qm9_conditional --name qm9_conditional --out "$work/g" --run-dir "$work/run_g" \
+  ${COND_DATA_ROOT:+--data-root "$COND_DATA_ROOT"} \
   --minutes "$(m "${COND_MIN:-8}")" --total-minutes "$(m "${COND_MIN:-8}")" \
   --init-from moldiff/pretrained/qm9_conditional.pt -- data.batch_size=512 optim.lr=6.0e-4 optim.warmup_steps=200 \
-  data.num_workers=3 >"$work/g/train.log" 2>&1 &
+  data.num_workers=3 ${COND_EXTRA:-} >"$work/g/train.log" 2>&1 &
 pg=$!
 
 "$py" -m pytest -q -p no:cacheprovider tests/scripts/test_distill_fewstep.py -k gpu >"$out/cuda_test.txt" 2>&1 &
 
 # the rounds stop at DISTILL_LIMIT seconds at the latest; the rounds finished by then are kept
 PYTHONUNBUFFERED=1 timeout "${DISTILL_LIMIT:-520}" "$py" scripts/distill_fewstep.py --stage rounds --ckpt moldiff/pretrained/qm9_fast.pt \
-  --out "$work/d" --rounds "$rounds" --grids "25:2:$(n 4000)" "50:1:$(n 1000)" --anchor "100:1:$(n 1000)" \
+  --out "$work/d" --rounds "$rounds" --grids "25:2:$(n 4000)" "50:1:$(n 1000)" --anchor "${ANCHOR_STEPS:-100}:1:$(n 1000)" \
   --seed 20 --traj-batch 1000 --batch-size "$(n 512)" --workers 4 --lr 3e-4 --ema 0.996 \
   --minutes "$(m "${ROUND_MIN:-2.2}")" >"$out/distill.log" 2>&1
 echo "distillation: exit $?" | tee -a "$out/distill.log"

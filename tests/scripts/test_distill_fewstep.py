@@ -58,3 +58,40 @@ def test_tiny_distillation_run_writes_a_model_that_samples(tmp_path):
     gen = moldiff.load_pretrained(out / "model.pt", device="cpu")
     mols = gen.sample(2, steps=3, seed=0, decode="argmax")
     assert len(mols) == 2
+
+
+def test_rounds_stage_teaches_each_round_with_the_previous_student(tmp_path):
+    out = tmp_path / "r"
+    run_script("distill_fewstep.py", "--stage", "rounds", "--out", str(out), "--rounds", "2", "--grids", "3:2:2",
+               "--anchor", "2:1:2", "--max-steps", "1", "--batch-size", "2", "--threads", "1", "--seed", "5")
+    first = json.loads((out / "round1" / "record.json").read_text())
+    second = json.loads((out / "round2" / "record.json").read_text())
+    assert first["states"] == second["states"] == 6 + 4
+    assert first["states_meta"][0]["teacher"].endswith("qm9_default.pt")
+    assert second["states_meta"][0]["teacher"].endswith("round1/model.pt")
+    assert second["states_meta"][0]["seed"] != first["states_meta"][0]["seed"]  # new trajectories each round
+    assert second["states_meta"][1] == first["states_meta"][1]  # the anchor states are collected once
+    assert moldiff.load_pretrained(out / "round2" / "model.pt", device="cpu").sample(1, steps=2, seed=0)
+
+
+def test_a_bad_grid_is_named(tmp_path):
+    proc = run_script("distill_fewstep.py", "--stage", "rounds", "--out", str(tmp_path), "--grids", "25x2", check=False)
+    assert proc.returncode != 0 and "'25x2' is not STEPS:TIME_POWER:N_TRAJ" in proc.stderr
+
+
+def test_average_weights_mixes_two_models(tmp_path):
+    a, b = REPO / "moldiff/pretrained/qm9_default.pt", REPO / "moldiff/pretrained/qm9_fast.pt"
+    run_script("average_weights.py", str(a), str(b), "--out", str(tmp_path / "soup.pt"), "--weights", "3", "1")
+    soup = torch.load(tmp_path / "soup.pt", weights_only=False)
+    sa, sb = (torch.load(p, weights_only=False)["state_dict"] for p in (a, b))
+    k = next(k for k, v in sa.items() if v.is_floating_point() and not torch.equal(v, sb[k]))
+    torch.testing.assert_close(soup["state_dict"][k], 0.75 * sa[k] + 0.25 * sb[k])
+    assert [r["weight"] for r in soup["training_record"]["averaged"]] == [3.0, 1.0]
+    assert moldiff.load_pretrained(tmp_path / "soup.pt", device="cpu").sample(1, steps=2, seed=0)
+
+
+def test_average_weights_refuses_other_architectures(tmp_path):
+    proc = run_script("average_weights.py", str(REPO / "moldiff/pretrained/qm9_default.pt"),
+                      str(REPO / "moldiff/pretrained/qm9_predictor.pt"), "--out", str(tmp_path / "x.pt"), check=False)
+    assert proc.returncode != 0 and "qm9_predictor.pt is not the same architecture" in proc.stderr
+    assert not (tmp_path / "x.pt").exists()
