@@ -61,3 +61,14 @@ def test_training_and_sampler_do_not_import_rdkit():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_sources_compile_without_warnings():
+    """No invalid escape sequences (a SyntaxWarning from Python 3.12 on, e.g. ``\\s`` in a non-raw docstring)."""
+    import warnings
+
+    root = PKG.parent
+    for f in [*PKG.rglob("*.py"), *(root / "scripts").glob("*.py")]:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            compile(f.read_text(), str(f), "exec")

@@ -87,7 +87,7 @@ class CategoricalDiffusion:
         return ab * onehot + (1 - ab) * self._m(onehot)
 
     def renoise_probs(self, x_t: torch.Tensor, t: torch.Tensor, t2: torch.Tensor) -> torch.Tensor:
-        """:math:`q(x_{t_2}|x_t) = \alpha_{t_2|t}\,x_t + (1-\alpha_{t_2|t})\,m` ``[n,S]`` for ``t2 >= t``
+        r""":math:`q(x_{t_2}|x_t) = \alpha_{t_2|t}\,x_t + (1-\alpha_{t_2|t})\,m` ``[n,S]`` for ``t2 >= t``
         (per item ``[n]``): the forward process continued from the states ``x_t``."""
         onehot = torch.nn.functional.one_hot(x_t, self.num_states).float()
         ratio = (self.schedule.alpha_bar(t2) / self.schedule.alpha_bar(t)).clamp(max=1.0).unsqueeze(-1)

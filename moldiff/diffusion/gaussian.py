@@ -46,7 +46,7 @@ class GaussianDiffusion:
     def renoise(
         self, x_t: torch.Tensor, t: torch.Tensor, t2: torch.Tensor, batch: torch.Tensor, num_graphs: int
     ) -> torch.Tensor:
-        """Draw :math:`x_{t_2} \sim q(x_{t_2}|x_t)` for ``t2 >= t`` (per molecule ``[G]``): the forward process
+        r"""Draw :math:`x_{t_2} \sim q(x_{t_2}|x_t)` for ``t2 >= t`` (per molecule ``[G]``): the forward process
         continued, :math:`\sqrt{\bar\alpha_{t_2}/\bar\alpha_t}\,x_t + \sqrt{1-\bar\alpha_{t_2}/\bar\alpha_t}\,\epsilon`."""
         ratio = (self.schedule.alpha_bar(t2) / self.schedule.alpha_bar(t)).clamp(max=1.0)[batch].unsqueeze(-1)
         return ratio.sqrt() * x_t + (1 - ratio).sqrt() * self.noise_like(x_t, batch, num_graphs)
