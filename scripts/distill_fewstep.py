@@ -141,8 +141,8 @@ class DistillModule(L.LightningModule):
 
 def train_student(model, states: list[Data], a, out: Path, device: torch.device, sources: list,
                   init=None) -> dict:
-    """Fine-tune ``init`` (default: a copy-free use of ``model``'s network) on ``states`` towards their targets;
-    writes ``out/model.pt`` (EMA weights, ``model``'s hyper-parameters) and ``out/record.json``."""
+    """Fine-tune ``init`` (default: ``model`` itself, in place) on ``states`` towards their targets; writes
+    ``out/model.pt`` (EMA weights, ``model``'s hyper-parameters) and ``out/record.json``."""
     from lightning.pytorch.callbacks import EMAWeightAveraging
 
     out.mkdir(parents=True, exist_ok=True)
@@ -178,7 +178,7 @@ def train_student(model, states: list[Data], a, out: Path, device: torch.device,
     return record
 
 
-def _grid(spec: str) -> tuple[int, int, float]:
+def _grid(spec: str) -> tuple[int, float, int]:
     """``STEPS:TIME_POWER:N_TRAJ``, e.g. ``25:2:4000``."""
     try:
         steps, power, n = spec.split(":")

@@ -17,7 +17,7 @@ set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(mkdir -p "${1:?usage: gpu_fewstep.sh OUT}" && cd "$1" && pwd)"
 scale="${SCALE:-1}"
-rounds="${ROUNDS:-3}"
+rounds="${ROUNDS:-2}"
 work="${WORK:-${TMPDIR:-/tmp}/moldiff-fewstep}"
 rm -rf "$work" && mkdir -p "$work"
 cd "$root"
