@@ -1,4 +1,4 @@
-# Sourced by gpu_train.sh and gpu_window.sh: makes `import moldiff, hydra, omegaconf` work on a bare machine.
+# Sourced by gpu_train.sh and the window scripts: makes `import moldiff, hydra, omegaconf` work on a bare machine.
 # Installs hydra-core, omegaconf and antlr4-python3-runtime from a local wheel folder (default .whl/ in the
 # repository, or $MOLDIFF_WHEELS) into $TMPDIR/moldiff-site when they are missing, and puts that folder and
 # the repository on PYTHONPATH (no install of moldiff needed). Uses $PYTHON (default python3); needs $root.
@@ -17,3 +17,13 @@ case ":${PYTHONPATH:-}:" in
   *":$root:"*) ;;
   *) export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" ;;
 esac
+
+# Helpers of the window scripts: `scaled X` prints X * $SCALE (dry runs), `start_gpu_monitor FILE` appends
+# `nvidia-smi dmon` readings to FILE in the background (its pid in $dmon) when there is a GPU.
+scaled() { "$py" -c "print(round($1 * ${SCALE:-1}, 3))"; }
+start_gpu_monitor() {
+  if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then
+    nvidia-smi dmon -s um -d 10 >>"$1" 2>&1 &
+    dmon=$!
+  fi
+}

@@ -16,23 +16,18 @@
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(mkdir -p "${1:?usage: gpu_fewstep.sh OUT}" && cd "$1" && pwd)"
-scale="${SCALE:-1}"
 rounds="${ROUNDS:-2}"
 work="${WORK:-${TMPDIR:-/tmp}/moldiff-fewstep}"
 rm -rf "$work" && mkdir -p "$work"
 cd "$root"
 source scripts/gpu_env.sh
-m() { "$py" -c "print(round($1 * $scale, 3))"; }
-n() { "$py" -c "print(max(2, round($1 * $scale)))"; }
-if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then
-  nvidia-smi dmon -s um -d 10 >"$out/gpu_use.txt" 2>&1 &
-  dmon=$!
-fi
+n() { "$py" -c "print(max(2, round($1 * ${SCALE:-1})))"; }
+start_gpu_monitor "$out/gpu_use.txt"
 
 mkdir -p "$work/g"
 scripts/gpu_train.sh --experiment qm9_conditional --name qm9_conditional --out "$work/g" --run-dir "$work/run_g" \
   ${COND_DATA_ROOT:+--data-root "$COND_DATA_ROOT"} \
-  --minutes "$(m "${COND_MIN:-8}")" --total-minutes "$(m "${COND_MIN:-8}")" \
+  --minutes "$(scaled "${COND_MIN:-8}")" --total-minutes "$(scaled "${COND_MIN:-8}")" \
   --init-from moldiff/pretrained/qm9_conditional.pt -- data.batch_size=512 optim.lr=6.0e-4 optim.warmup_steps=200 \
   data.num_workers=3 ${COND_EXTRA:-} >"$work/g/train.log" 2>&1 &
 pg=$!
@@ -43,7 +38,7 @@ pg=$!
 PYTHONUNBUFFERED=1 timeout "${DISTILL_LIMIT:-520}" "$py" scripts/distill_fewstep.py --stage rounds --ckpt moldiff/pretrained/qm9_fast.pt \
   --out "$work/d" --rounds "$rounds" --grids "25:2:$(n 4000)" "50:1:$(n 1000)" --anchor "${ANCHOR_STEPS:-100}:1:$(n 1000)" \
   --seed 20 --traj-batch 1000 --batch-size "$(n 512)" --workers 4 --lr 3e-4 --ema 0.996 \
-  --minutes "$(m "${ROUND_MIN:-2.2}")" >"$out/distill.log" 2>&1
+  --minutes "$(scaled "${ROUND_MIN:-2.2}")" >"$out/distill.log" 2>&1
 echo "distillation: exit $?" | tee -a "$out/distill.log"
 for r in $(seq 1 "$rounds"); do
   [ -f "$work/d/round$r/model.pt" ] && cp "$work/d/round$r/model.pt" "$out/round$r.pt"

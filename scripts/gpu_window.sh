@@ -12,18 +12,13 @@
 set -uo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 out="$(mkdir -p "${1:?usage: gpu_window.sh OUT}" && cd "$1" && pwd)"
-scale="${SCALE:-1}"
 work="${WORK:-${TMPDIR:-/tmp}/moldiff-window}"
 rm -rf "$work" && mkdir -p "$work"
-m() { "$py" -c "print(round($1 * $scale, 3))"; }
 cd "$root"
 
 # hydra-core/omegaconf and the repository on PYTHONPATH, for the tests and every chunk
 source scripts/gpu_env.sh
-if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then
-  nvidia-smi dmon -s um -d 10 >"$out/gpu_use.txt" 2>&1 &
-  dmon=$!
-fi
+start_gpu_monitor "$out/gpu_use.txt"
 
 # chunk NAME ARGS...: run one gpu_train.sh chunk into $work/NAME, then pack it as $out/NAME.tar
 chunk() {
@@ -37,23 +32,23 @@ chunk() {
 MOLDIFF_TEST_DATA_ROOT=data/processed "$py" -m pytest -q -p no:cacheprovider tests/training/test_train.py \
   -k noise_differs >"$out/cuda_test.txt" 2>&1 &
 
-U=(--run-dir "$work/run_u" --total-minutes "$(m 7.8)" -- data.batch_size=1024 optim.lr=1.0e-3 optim.warmup_steps=200 data.num_workers=3)
-G=(--experiment qm9_conditional --name qm9_conditional --run-dir "$work/run_g" --total-minutes "$(m 7.8)"
+U=(--run-dir "$work/run_u" --total-minutes "$(scaled 7.8)" -- data.batch_size=1024 optim.lr=1.0e-3 optim.warmup_steps=200 data.num_workers=3)
+G=(--experiment qm9_conditional --name qm9_conditional --run-dir "$work/run_g" --total-minutes "$(scaled 7.8)"
    -- data.batch_size=512 optim.lr=6.0e-4 data.num_workers=3)
-P=(--experiment qm9_property_predictor --name qm9_predictor --run-dir "$work/run_p" --total-minutes "$(m 7.3)"
+P=(--experiment qm9_property_predictor --name qm9_predictor --run-dir "$work/run_p" --total-minutes "$(scaled 7.3)"
    -- data.batch_size=256 data.num_workers=2)
 
-chunk u1 --minutes "$(m 5.5)" --init-from moldiff/pretrained/qm9_default.pt "${U[@]}" &
+chunk u1 --minutes "$(scaled 5.5)" --init-from moldiff/pretrained/qm9_default.pt "${U[@]}" &
 pu=$!
-chunk g1 --minutes "$(m 5.5)" --init-from moldiff/pretrained/qm9_conditional.pt "${G[@]}" &
+chunk g1 --minutes "$(scaled 5.5)" --init-from moldiff/pretrained/qm9_conditional.pt "${G[@]}" &
 pg=$!
-chunk p1 --minutes "$(m 7.3)" --init-from moldiff/pretrained/qm9_predictor.pt "${P[@]}" &
+chunk p1 --minutes "$(scaled 7.3)" --init-from moldiff/pretrained/qm9_predictor.pt "${P[@]}" &
 pp=$!
 wait $pu
-chunk u2 --minutes "$(m 2.3)" --resume "$work/run_u/checkpoints/last.ckpt" "${U[@]}" &
+chunk u2 --minutes "$(scaled 2.3)" --resume "$work/run_u/checkpoints/last.ckpt" "${U[@]}" &
 pu=$!
 wait $pg
-chunk g2 --minutes "$(m 2.3)" --resume "$work/run_g/checkpoints/last.ckpt" "${G[@]}" &
+chunk g2 --minutes "$(scaled 2.3)" --resume "$work/run_g/checkpoints/last.ckpt" "${G[@]}" &
 pg=$!
 wait $pu $pg $pp
 cat "$work/status.txt"

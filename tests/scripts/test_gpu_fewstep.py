@@ -19,6 +19,7 @@ pytestmark = pytest.mark.qm9
 def test_dry_run_writes_a_round_and_the_conditional_chunk(data_root, tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "PYTHON": sys.executable, "SCALE": "0.005", "ROUNDS": "1", "ANCHOR_STEPS": "3",
+           "COND_MIN": "200",  # a minute at this scale: trainer.max_steps=2 ends the chunk, not the clock
            "WORK": str(tmp_path / "work"), "COND_DATA_ROOT": str(data_root),
            "COND_EXTRA": "data.limit=300 data.batch_size=8 data.val_size=8 data.num_workers=0 trainer.max_steps=2"}
     proc = subprocess.run(["bash", str(REPO / "scripts" / "gpu_fewstep.sh"), str(out)], capture_output=True, text=True,
