@@ -416,6 +416,20 @@ def warn_untrained_settings(cfg: DictConfig, model: LoadedModel, num_atoms: int 
         log.warning("warning: guidance_scale=%s has no effect: this model is unconditional", cfg.guidance_scale)
 
 
+def few_step_hint(cfg: DictConfig, model: LoadedModel) -> str | None:
+    """A one-line note when the shipped default model samples with 10 to 50 steps, where the shipped few-step
+    model (``ckpt=qm9_fast``, the same model distilled for coarse steps) gives more stable molecules; else None."""
+    from moldiff.training.checkpoint import PRETRAINED_DIR
+
+    if not 10 <= int(cfg.steps) <= 50:
+        return None
+    if Path(model.path).resolve() != (PRETRAINED_DIR / "qm9_default.pt").resolve():
+        return None
+    grid = "" if float(cfg.time_power) == 2 else " time_power=2"
+    return (f"note: for steps={cfg.steps}, ckpt=qm9_fast{grid} (the shipped model distilled for few steps) gives "
+            f"more stable molecules than the default model")
+
+
 
 def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedModel, statuses: list[str] | None,
                   cond: torch.Tensor | None, fragment: Fragment | None) -> None:

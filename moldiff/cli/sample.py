@@ -22,6 +22,7 @@ from moldiff.generate import (
     check_numbers,
     decode_settings,
     default_ckpt,
+    few_step_hint,
     load_checkpoint,
     parse_num_atoms,
     pick_device,
@@ -181,6 +182,9 @@ def generate(cfg: DictConfig) -> dict:
     if fragment is not None:
         check_fragment_fits(cfg, model, num_atoms, fragment)
     warn_untrained_settings(cfg, model, num_atoms)
+    hint = few_step_hint(cfg, model)
+    if hint:
+        log.warning(hint)
     settings = run_settings(cfg, model, targets, num_atoms, device)
     writer = ResumableSDFWriter(cfg.out, settings, resume=cfg.resume)
     raw_writer = ResumableSDFWriter(raw_path(cfg.out), settings, resume=cfg.resume) if cfg.relax_keep_raw else None

@@ -562,3 +562,20 @@ def test_cli_ckpt_takes_a_shipped_models_name(tmp_path):
     run_cli("sample", "ckpt=qm9_fast", "n_samples=2", "steps=3", "decode=argmax", f"out={out}", "progress=false")
     mols = [m for m in Chem.SDMolSupplier(str(out), removeHs=False, sanitize=False)]
     assert len(mols) == 2 and mols[0].GetProp("moldiff_checkpoint") == "qm9_fast.pt"
+
+
+def test_few_steps_with_the_default_model_suggest_the_few_step_model(tiny_ckpt):
+    """10 to 50 steps with the shipped default model print a note naming ``ckpt=qm9_fast``; other step counts,
+    ``qm9_fast`` itself and other models do not."""
+    from omegaconf import OmegaConf
+
+    from moldiff.generate import few_step_hint
+    from moldiff.training.checkpoint import load_model, pretrained_path
+
+    default, fast, other = load_model(None), load_model(pretrained_path("qm9_fast")), load_model(tiny_ckpt)
+    cfg = lambda steps, power=1.0: OmegaConf.create({"steps": steps, "time_power": power})  # noqa: E731
+    assert few_step_hint(cfg(25), default) == ("note: for steps=25, ckpt=qm9_fast time_power=2 (the shipped model "
+                                               "distilled for few steps) gives more stable molecules than the default model")
+    assert "ckpt=qm9_fast (" in few_step_hint(cfg(50, 2.0), default)
+    assert few_step_hint(cfg(100), default) is None and few_step_hint(cfg(5), default) is None
+    assert few_step_hint(cfg(25), fast) is None and few_step_hint(cfg(25), other) is None
