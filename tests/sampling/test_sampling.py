@@ -410,13 +410,14 @@ def test_killed_run_resumes_without_repeating_a_molecule_and_ctrl_c_exits_130(tm
 
     out = tmp_path / "k.sdf"
     state = tmp_path / "k.sdf.partial.json"
-    args = ["n_samples=12", "batch_size=2", "steps=10", "progress=false", f"out={out}"]
+    # 20 batches: enough that the SIGINT below lands while batches are still being sampled, even on a loaded machine
+    args = ["n_samples=40", "batch_size=2", "steps=10", "progress=false", f"out={out}"]
     code, _, saved = _start_and_signal(args, state, signal.SIGKILL)
     assert code == -signal.SIGKILL and not out.exists() and saved["batches_done"] >= 1
     kept = (tmp_path / "k.sdf.partial").read_bytes()[: saved["bytes"]]
     run_cli("sample", *args)
     mols = read_sdf(out)
-    assert [m.name for m in mols] == [f"moldiff_{i:06d}" for i in range(12)]
+    assert [m.name for m in mols] == [f"moldiff_{i:06d}" for i in range(40)]
     assert out.read_bytes().startswith(kept)  # the killed run's molecules were kept, not sampled again
     assert not state.exists()
     done = out.read_bytes()
@@ -425,7 +426,7 @@ def test_killed_run_resumes_without_repeating_a_molecule_and_ctrl_c_exits_130(tm
     assert "finished molecules kept in" in err and f"({out} is left as it was)" in err
     assert out.read_bytes() == done
     p = run_cli("sample", *args)
-    assert "is already complete (12 molecules" in p.stdout and out.read_bytes() == done
+    assert "is already complete (40 molecules" in p.stdout and out.read_bytes() == done
 
 
 def test_writer_cuts_a_torn_batch_and_publishes_atomically(tmp_path):
