@@ -379,8 +379,13 @@ def _start_and_signal(args, state, sig):
     import sys
     import time
 
+    import signal
+
+    # SIGINT back to its default in the child: a suite started in the background (nohup, `&`) ignores it, and
+    # Python then never raises KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-m", "moldiff.cli.sample", *args], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline, saved = time.monotonic() + 600, {}
     try:
         while time.monotonic() < deadline and proc.poll() is None:
