@@ -419,11 +419,11 @@ def warn_untrained_settings(cfg: DictConfig, model: LoadedModel, num_atoms: int 
 def few_step_hint(cfg: DictConfig, model: LoadedModel) -> str | None:
     """A one-line note when the shipped default model samples with 10 to 50 steps, where the shipped few-step
     model (``ckpt=qm9_fast``, the same model distilled for coarse steps) gives more stable molecules; else None."""
-    from moldiff.training.checkpoint import PRETRAINED_DIR
+    from moldiff.training.checkpoint import PRETRAINED_DIR, SHIPPED
 
     if not 10 <= int(cfg.steps) <= 50:
         return None
-    if Path(model.path).resolve() != (PRETRAINED_DIR / "qm9_default.pt").resolve():
+    if Path(model.path).resolve() != (PRETRAINED_DIR / f"{SHIPPED['qm9']}.pt").resolve():
         return None
     grid = "" if float(cfg.time_power) == 2 else " time_power=2"
     return (f"note: for steps={cfg.steps}, ckpt=qm9_fast{grid} (the shipped model distilled for few steps) gives "

@@ -375,11 +375,10 @@ def _start_and_signal(args, state, sig):
         ``(exit code, stderr, the resume state when signalled)``.
     """
     import json
+    import signal
     import subprocess
     import sys
     import time
-
-    import signal
 
     # SIGINT back to its default in the child: a suite started in the background (nohup, `&`) ignores it, and
     # Python then never raises KeyboardInterrupt
