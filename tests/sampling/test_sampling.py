@@ -569,18 +569,23 @@ def test_cli_ckpt_takes_a_shipped_models_name(tmp_path):
     assert len(mols) == 2 and mols[0].GetProp("moldiff_checkpoint") == "qm9_fast.pt"
 
 
-def test_few_steps_with_the_default_model_suggest_the_few_step_model(tiny_ckpt):
-    """10 to 50 steps with the shipped default model print a note naming ``ckpt=qm9_fast``; other step counts,
-    ``qm9_fast`` itself and other models do not."""
+def test_few_step_notes_name_the_distilled_model_and_its_settings(tiny_ckpt):
+    """10 to 50 steps with the undistilled shipped model print a note naming the distilled one; 20 to 30 steps
+    with the distilled model a note naming ``time_power=1.5 temperature=0.25`` unless both are set; other step
+    counts and other models get no note."""
     from omegaconf import OmegaConf
 
     from moldiff.generate import few_step_hint
-    from moldiff.training.checkpoint import load_model, pretrained_path
+    from moldiff.training.checkpoint import SHIPPED, load_model, pretrained_path
 
-    default, fast, other = load_model(None), load_model(pretrained_path("qm9_fast")), load_model(tiny_ckpt)
-    cfg = lambda steps, power=1.0: OmegaConf.create({"steps": steps, "time_power": power})  # noqa: E731
-    assert few_step_hint(cfg(25), default) == ("note: for steps=25, ckpt=qm9_fast time_power=2 (the shipped model "
-                                               "distilled for few steps) gives more stable molecules than the default model")
-    assert "ckpt=qm9_fast (" in few_step_hint(cfg(50, 2.0), default)
-    assert few_step_hint(cfg(100), default) is None and few_step_hint(cfg(5), default) is None
-    assert few_step_hint(cfg(25), fast) is None and few_step_hint(cfg(25), other) is None
+    base, fast, other = load_model(pretrained_path("qm9_default")), load_model(pretrained_path("qm9_fast")), load_model(tiny_ckpt)
+    cfg = lambda steps, power=1.0, temp=1.0: OmegaConf.create({"steps": steps, "time_power": power, "temperature": temp})  # noqa: E731
+    fast_name = "the default model (no ckpt=)" if SHIPPED["qm9"] == "qm9_fast" else "ckpt=qm9_fast"
+    assert few_step_hint(cfg(25), base) == (f"note: for steps=25, {fast_name} time_power=1.5 temperature=0.25 (the shipped "
+                                            "model distilled for few steps) gives more stable molecules than this one")
+    assert f"{fast_name} (" in few_step_hint(cfg(50, 2.0), base)
+    assert few_step_hint(cfg(100), base) is None and few_step_hint(cfg(5), base) is None
+    assert few_step_hint(cfg(25, 2.0), fast) == ("note: for steps=25, time_power=1.5 temperature=0.25 give this model more "
+                                                 "stable molecules (measured at 25 steps)")
+    assert few_step_hint(cfg(20, 1.5, 0.25), fast) is None and few_step_hint(cfg(50), fast) is None
+    assert few_step_hint(cfg(25), other) is None
