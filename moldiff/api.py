@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from moldiff.training.checkpoint import LoadedModel
 
 #: Names of the shipped models accepted by :func:`load_pretrained` -> file stem under ``moldiff/pretrained``.
-PRETRAINED = {"qm9": "qm9_default", "qm9_fast": "qm9_fast", "qm9_conditional": "qm9_conditional"}  # = training.checkpoint.SHIPPED (kept light: no torch import)
+PRETRAINED = {"qm9": "qm9_fast", "qm9_fast": "qm9_fast", "qm9_base": "qm9_default", "qm9_conditional": "qm9_conditional"}  # = training.checkpoint.SHIPPED (kept light: no torch import)
 
 #: Values of ``decode`` in :meth:`MoleculeGenerator.sample`.
 DECODINGS = ("argmax", "map")
@@ -149,8 +149,9 @@ def load_pretrained(name: str | Path = "qm9", device: str = "auto") -> MoleculeG
     """Load a shipped model by name, or a trained model from a checkpoint or exported weights file.
 
     Args:
-        name: ``qm9`` (the unconditional model shipped with moldiff), ``qm9_fast`` (the same model distilled
-            for few steps: better at 25-50 steps, about the same at 100), ``qm9_conditional`` (the shipped
+        name: ``qm9`` (the unconditional model shipped with moldiff, distilled for few steps; ``qm9_fast``
+            names the same model), ``qm9_base`` (the model it was distilled from: worse at 25-50 steps, about
+            the same at 100), ``qm9_conditional`` (the shipped
             model conditioned on any subset of alpha, gap, homo, lumo, mu and Cv; both are checked against
             their recorded sha256), or the path
             of a ``.ckpt`` written by ``moldiff-train`` or a ``.pt`` written by ``scripts/export_pretrained.py``.

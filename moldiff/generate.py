@@ -59,9 +59,9 @@ def wants_conditioning(cfg: DictConfig) -> bool:
 
 
 def default_ckpt(cfg: DictConfig) -> str | None:
-    """``ckpt=`` as given (a shipped model's name, ``qm9``, ``qm9_fast`` or ``qm9_conditional``, becomes its
-    sha256-checked file unless a file of that name exists here); without one, the shipped conditional QM9 model
-    when targets are given (else ``None``: the shipped unconditional model)."""
+    """``ckpt=`` as given (a shipped model's name, ``qm9``, ``qm9_fast``, ``qm9_base`` or ``qm9_conditional``,
+    becomes its sha256-checked file unless a file of that name exists here); without one, the shipped conditional
+    QM9 model when targets are given (else ``None``: the shipped unconditional model)."""
     from moldiff.training.checkpoint import SHIPPED, pretrained_path
 
     if cfg.ckpt and str(cfg.ckpt) in SHIPPED and not Path(str(cfg.ckpt)).exists():

@@ -97,8 +97,9 @@ def sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
-#: the shipped models by the names ``ckpt=`` and :func:`moldiff.load_pretrained` take -> their files' stems
-SHIPPED = {"qm9": "qm9_default", "qm9_fast": "qm9_fast", "qm9_conditional": "qm9_conditional"}
+#: the shipped models by the names ``ckpt=`` and :func:`moldiff.load_pretrained` take -> their files' stems:
+#: the default ``qm9`` is the model distilled for few steps (``qm9_fast``), ``qm9_base`` the one it was distilled from
+SHIPPED = {"qm9": "qm9_fast", "qm9_fast": "qm9_fast", "qm9_base": "qm9_default", "qm9_conditional": "qm9_conditional"}
 
 
 def pretrained_path(name: str = "qm9_default") -> Path:
@@ -118,8 +119,8 @@ def pretrained_path(name: str = "qm9_default") -> Path:
 
 
 def default_checkpoint() -> Path:
-    """The shipped unconditional QM9 model."""
-    return pretrained_path("qm9_default")
+    """The shipped default unconditional QM9 model (``SHIPPED["qm9"]``)."""
+    return pretrained_path(SHIPPED["qm9"])
 
 
 def load_model(
