@@ -22,7 +22,7 @@ collected once (``--anchor``); round R's model is ``OUT/roundR/model.pt``.
 Both stages run on a GPU when there is one (``--device``; ``--precision bf16-mixed`` for the training stage);
 the states are kept on the host either way.
 
-Score it with ``scripts/sampler_sweep.py --ckpt OUT/model.pt "steps=25,time_power=2" "steps=100"``.
+Score it with ``scripts/sampler_sweep.py --ckpt OUT/model.pt "steps=25,time_power=1.5,temperature=0.25" "steps=100"``.
 
     python scripts/distill_fewstep.py --out runs/distill --n-traj 2000 --minutes 60
 """
@@ -44,7 +44,7 @@ from tqdm import tqdm
 from moldiff.diffusion.joint import NoisyGraph
 from moldiff.sampling.prior import sample_num_atoms
 from moldiff.sampling.sampler import sample
-from moldiff.training.checkpoint import load_model
+from moldiff.training.checkpoint import SHIPPED, load_model, pretrained_path
 from moldiff.utils.graph import reverse_edge_index
 from moldiff.utils.io import atomic_write
 
@@ -203,7 +203,7 @@ def _collect(model, grids: list[str], seed: int, a, device, driver=None) -> tupl
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--ckpt", default=None, help="teacher (default: the shipped QM9 model)")
+    ap.add_argument("--ckpt", default=None, help="teacher (default: the shipped undistilled QM9 model, qm9_base)")
     ap.add_argument("--driver", default=None, help="model that samples the trajectories (default: the teacher)")
     ap.add_argument("--init", default=None, help="student's starting weights (default: the teacher's)")
     ap.add_argument("--out", required=True)
@@ -221,7 +221,8 @@ def main(argv=None) -> int:
                          "previous round's student (the first round: --ckpt)")
     ap.add_argument("--anchor", nargs="*", default=["100:1:400"],
                     help="--stage rounds: states of --anchor-ckpt collected once and kept in every round")
-    ap.add_argument("--anchor-ckpt", default=None, help="teacher of the anchor states (default: the shipped QM9 model)")
+    ap.add_argument("--anchor-ckpt", default=None,
+                    help="teacher of the anchor states (default: the shipped undistilled QM9 model, qm9_base)")
     ap.add_argument("--traj-batch", type=int, default=100, help="trajectories sampled at once (larger on a GPU)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=0, help="DataLoader processes of the training stage")
@@ -239,11 +240,12 @@ def main(argv=None) -> int:
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device("cuda" if a.device == "auto" and torch.cuda.is_available() else
                           "cpu" if a.device == "auto" else a.device)
-    model = load_model(a.ckpt, device=device)
+    base = str(pretrained_path(SHIPPED["qm9_base"]))  # the undistilled model: the default teacher and anchor
+    model = load_model(a.ckpt or base, device=device)
     if a.stage == "rounds":
         for spec in a.grids + a.anchor:  # a typo stops the run before any sampling
             _grid(spec)
-        anchor, anchor_meta = _collect(load_model(a.anchor_ckpt, device=device), a.anchor, a.seed + 100, a, device)
+        anchor, anchor_meta = _collect(load_model(a.anchor_ckpt or base, device=device), a.anchor, a.seed + 100, a, device)
         for r in range(1, a.rounds + 1):
             states, meta = _collect(model, a.grids, a.seed + 10 * r, a, device)
             train_student(model, states + anchor, a, out / f"round{r}", device, meta + anchor_meta)

@@ -9,7 +9,7 @@ from torch_geometric.data import Batch
 
 import moldiff
 from moldiff.diffusion.joint import NoisyGraph
-from moldiff.training.checkpoint import load_model
+from moldiff.training.checkpoint import load_model, pretrained_path
 from moldiff.utils.graph import reverse_edge_index
 from tests.conftest import REPO, run_script
 
@@ -22,7 +22,7 @@ def _script():
 
 
 def test_states_hold_the_second_call_on_the_fed_back_first():
-    model = load_model(None)
+    model = load_model(pretrained_path("qm9_default"))  # the undistilled model, the default teacher
     states = _script().collect_states(model, n_traj=2, steps=3, time_power=2.0, seed=0, batch_size=2)
     assert len(states) == 6
     assert [bool(s.no_sc) for s in states] == [True, True, False, False, False, False]
