@@ -570,7 +570,7 @@ def test_cli_ckpt_takes_a_shipped_models_name(tmp_path):
 
 
 def test_few_step_notes_name_the_distilled_model_and_its_settings(tiny_ckpt):
-    """10 to 50 steps with the undistilled shipped model print a note naming the distilled one; 20 to 30 steps
+    """10 to 50 steps with the undistilled shipped model print a note naming the distilled one; 20 to 25 steps
     with the distilled model a note naming ``time_power=1.5 temperature=0.25`` unless both are set; other step
     counts and other models get no note."""
     from omegaconf import OmegaConf
@@ -586,6 +586,6 @@ def test_few_step_notes_name_the_distilled_model_and_its_settings(tiny_ckpt):
     assert f"{fast_name} (" in few_step_hint(cfg(50, 2.0), base)
     assert few_step_hint(cfg(100), base) is None and few_step_hint(cfg(5), base) is None
     assert few_step_hint(cfg(25, 2.0), fast) == ("note: for steps=25, time_power=1.5 temperature=0.25 give this model more "
-                                                 "stable molecules (measured at 25 steps)")
-    assert few_step_hint(cfg(20, 1.5, 0.25), fast) is None and few_step_hint(cfg(50), fast) is None
+                                                 "stable molecules (measured at 20 and 25 steps)")
+    assert few_step_hint(cfg(20, 1.5, 0.25), fast) is None and few_step_hint(cfg(30), fast) is None
     assert few_step_hint(cfg(25), other) is None
