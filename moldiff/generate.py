@@ -423,8 +423,8 @@ def few_step_hint(cfg: DictConfig, model: LoadedModel) -> str | None:
     """A one-line note when a shipped QM9 model samples with few steps and other settings would give it more
     stable molecules; else None.
 
-    * the undistilled model (``qm9_default.pt``) with 10 to 50 steps: the model distilled for few steps
-      (``qm9_fast.pt``) gives more stable molecules;
+    * the undistilled model (``ckpt=qm9_base``) with 10 to 50 steps: the default model, distilled for few
+      steps, gives more stable molecules;
     * with 20 to 25 steps, the distilled model does best on the grid ``time_power=1.5`` with the intermediate
       classes sampled at ``temperature=0.25`` (measured at 20 and 25 steps; at 30 steps the uniform grid at
       temperature 1 gives more strictly stable molecules, the settings more EDM-stable ones).
@@ -436,10 +436,9 @@ def few_step_hint(cfg: DictConfig, model: LoadedModel) -> str | None:
     tuned = float(cfg.time_power) == FEW_STEP_SETTINGS["time_power"] and float(cfg.temperature) == FEW_STEP_SETTINGS["temperature"]
     settings = "" if tuned or not coarse else " " + " ".join(f"{k}={v:g}" for k, v in FEW_STEP_SETTINGS.items())
     path = Path(model.path).resolve()
-    if path == (PRETRAINED_DIR / "qm9_default.pt").resolve() and 10 <= steps <= 50:
-        fast = "the default model (no ckpt=)" if SHIPPED["qm9"] == SHIPPED["qm9_fast"] else "ckpt=qm9_fast"
-        return (f"note: for steps={steps}, {fast}{settings} (the shipped model distilled for few steps) gives more "
-                f"stable molecules than this one")
+    if path == (PRETRAINED_DIR / f"{SHIPPED['qm9_base']}.pt").resolve() and 10 <= steps <= 50:
+        return (f"note: for steps={steps}, the default model (no ckpt=){settings} (the shipped model distilled for "
+                f"few steps) gives more stable molecules than this one")
     if path == (PRETRAINED_DIR / f"{SHIPPED['qm9_fast']}.pt").resolve() and settings:
         return (f"note: for steps={steps},{settings} give this model more stable molecules "
                 f"(measured at 20 and 25 steps)")

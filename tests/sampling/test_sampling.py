@@ -578,9 +578,10 @@ def test_few_step_notes_name_the_distilled_model_and_its_settings(tiny_ckpt):
     from moldiff.generate import few_step_hint
     from moldiff.training.checkpoint import SHIPPED, load_model, pretrained_path
 
-    base, fast, other = load_model(pretrained_path("qm9_default")), load_model(pretrained_path("qm9_fast")), load_model(tiny_ckpt)
+    base, fast = (load_model(pretrained_path(SHIPPED[n])) for n in ("qm9_base", "qm9"))
+    other = load_model(tiny_ckpt)
     cfg = lambda steps, power=1.0, temp=1.0: OmegaConf.create({"steps": steps, "time_power": power, "temperature": temp})  # noqa: E731
-    fast_name = "the default model (no ckpt=)" if SHIPPED["qm9"] == "qm9_fast" else "ckpt=qm9_fast"
+    fast_name = "the default model (no ckpt=)"
     assert few_step_hint(cfg(25), base) == (f"note: for steps=25, {fast_name} time_power=1.5 temperature=0.25 (the shipped "
                                             "model distilled for few steps) gives more stable molecules than this one")
     assert f"{fast_name} (" in few_step_hint(cfg(50, 2.0), base)
