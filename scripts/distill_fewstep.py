@@ -50,11 +50,12 @@ from moldiff.utils.io import atomic_write
 
 
 def collect_states(model, n_traj: int, steps: int, time_power: float, seed: int, batch_size: int = 100,
-                   driver=None, device: torch.device | str = "cpu") -> list[Data]:
+                   driver=None, device: torch.device | str = "cpu", temperature: float = 1.0) -> list[Data]:
     """Every step's state of ``n_traj`` sampled molecules with the teacher's (``model``'s) two-call answer (see
     module doc). The trajectories are sampled by ``driver`` (one call a step; default: the teacher itself), e.g.
-    a student, so that a second round trains on the states the student visits. The models must be on ``device``;
-    the states are kept on the CPU."""
+    a student, so that a second round trains on the states the student visits; ``temperature`` is the sampler's
+    (of the intermediate classes; the targets are the teacher's probabilities either way). The models must be on
+    ``device``; the states are kept on the CPU."""
     diffusion, net = model.diffusion, model.net
     drive = driver.net if driver is not None else net
     device = torch.device(device)
@@ -77,7 +78,7 @@ def collect_states(model, n_traj: int, steps: int, time_power: float, seed: int,
     with torch.no_grad(), tqdm(total=n_traj * steps, desc="states", unit="state") as bar:
         for lo in range(0, n_traj, batch_size):
             sample(diffusion, drive, counts[lo:lo + batch_size], steps, time_power=time_power, generator=dev_gen,
-                   device=device, step_hook=record)
+                   device=device, step_hook=record, temperature=temperature)
     return states
 
 
@@ -178,26 +179,36 @@ def train_student(model, states: list[Data], a, out: Path, device: torch.device,
     return record
 
 
-def _grid(spec: str) -> tuple[int, float, int]:
-    """``STEPS:TIME_POWER:N_TRAJ``, e.g. ``25:2:4000``."""
+def _grid(spec: str) -> tuple[int, float, int, float, int]:
+    """``STEPS:TIME_POWER:N_TRAJ[:TEMPERATURE[:REPEAT]]``, e.g. ``25:2:4000`` or ``25:1.5:2000:0.25``; REPEAT
+    (default 1) lists each of the grid's states that many times in the training set (a weight)."""
     try:
-        steps, power, n = spec.split(":")
-        return int(steps), float(power), int(n)
+        steps, power, n, *rest = spec.split(":")
+        if len(rest) > 2:
+            raise ValueError
+        temp = float(rest[0]) if rest else 1.0
+        repeat = int(rest[1]) if len(rest) > 1 else 1
+        if int(steps) < 1 or int(n) < 1 or temp <= 0 or repeat < 1:
+            raise ValueError
+        return int(steps), float(power), int(n), temp, repeat
     except ValueError:
-        raise SystemExit(f"distill_fewstep.py: grid {spec!r} is not STEPS:TIME_POWER:N_TRAJ (e.g. 25:2:4000)")
+        raise SystemExit(f"distill_fewstep.py: grid {spec!r} is not STEPS:TIME_POWER:N_TRAJ[:TEMPERATURE[:REPEAT]] "
+                         "with positive steps, trajectories, temperature and repeat (e.g. 25:2:4000 or "
+                         "25:1.5:2000:0.25)")
 
 
 def _collect(model, grids: list[str], seed: int, a, device, driver=None) -> tuple[list[Data], list[dict]]:
     states, meta = [], []
     for k, spec in enumerate(grids):
-        steps, power, n = _grid(spec)
+        steps, power, n, temp, repeat = _grid(spec)
         t0 = time.perf_counter()
-        got = collect_states(model, n, steps, power, seed + k, batch_size=a.traj_batch, driver=driver, device=device)
+        got = collect_states(model, n, steps, power, seed + k, batch_size=a.traj_batch, driver=driver, device=device,
+                             temperature=temp)
         meta.append({"teacher": _shown(model.path), "driver": _shown((driver or model).path), "n_traj": n,
-                     "steps": steps, "time_power": power, "seed": seed + k, "states": len(got),
-                     "seconds": round(time.perf_counter() - t0, 1)})
+                     "steps": steps, "time_power": power, "temperature": temp, "repeat": repeat, "seed": seed + k,
+                     "states": len(got), "seconds": round(time.perf_counter() - t0, 1)})
         print(f"{len(got)} states ({spec}) in {meta[-1]['seconds']} s", flush=True)
-        states += got
+        states += got * repeat  # the same Data objects listed again: a weight, no copy
     return states, meta
 
 
@@ -214,13 +225,17 @@ def main(argv=None) -> int:
     ap.add_argument("--n-traj", type=int, default=2000)
     ap.add_argument("--steps", type=int, default=25)
     ap.add_argument("--time-power", type=float, default=2.0)
+    ap.add_argument("--temperature", type=float, default=1.0,
+                    help="--stage states: the sampler's temperature of the intermediate classes")
     ap.add_argument("--seed", type=int, default=1, help="of the trajectories (the evaluation uses seed 0)")
     ap.add_argument("--rounds", type=int, default=2, help="rounds of --stage rounds")
     ap.add_argument("--grids", nargs="+", default=["25:2:2000", "50:1:600"],
-                    help="--stage rounds: each round's states, STEPS:TIME_POWER:N_TRAJ sampled and taught by the "
-                         "previous round's student (the first round: --ckpt)")
+                    help="--stage rounds: each round's states, STEPS:TIME_POWER:N_TRAJ[:TEMPERATURE[:REPEAT]] sampled "
+                         "(at that temperature, default 1) and taught by the previous round's student (the first "
+                         "round: --ckpt), each state listed REPEAT times (default 1) in the training set")
     ap.add_argument("--anchor", nargs="*", default=["100:1:400"],
-                    help="--stage rounds: states of --anchor-ckpt collected once and kept in every round")
+                    help="--stage rounds: states of --anchor-ckpt collected once and kept in every round (the same "
+                         "STEPS:TIME_POWER:N_TRAJ[:TEMPERATURE[:REPEAT]] specs as --grids)")
     ap.add_argument("--anchor-ckpt", default=None,
                     help="teacher of the anchor states (default: the shipped undistilled QM9 model, qm9_base)")
     ap.add_argument("--traj-batch", type=int, default=100, help="trajectories sampled at once (larger on a GPU)")
@@ -255,7 +270,8 @@ def main(argv=None) -> int:
     states_file = out / "states.pt"
     if a.stage in ("states", "all"):
         driver = load_model(a.driver, device=device) if a.driver else None
-        states, meta = _collect(model, [f"{a.steps}:{a.time_power}:{a.n_traj}"], a.seed, a, device, driver=driver)
+        states, meta = _collect(model, [f"{a.steps}:{a.time_power}:{a.n_traj}:{a.temperature}"], a.seed, a, device,
+                                driver=driver)
         with atomic_write(states_file, "wb") as fh:
             torch.save({"states": states, "meta": meta[0]}, fh)
         print(f"-> {states_file}")

@@ -74,9 +74,31 @@ def test_rounds_stage_teaches_each_round_with_the_previous_student(tmp_path):
     assert moldiff.load_pretrained(out / "round2" / "model.pt", device="cpu").sample(1, steps=2, seed=0)
 
 
-def test_a_bad_grid_is_named(tmp_path):
-    proc = run_script("distill_fewstep.py", "--stage", "rounds", "--out", str(tmp_path), "--grids", "25x2", check=False)
-    assert proc.returncode != 0 and "'25x2' is not STEPS:TIME_POWER:N_TRAJ" in proc.stderr
+def test_grid_temperature_and_repeat(tmp_path):
+    """A grid's fourth field is the sampler's temperature, its fifth how often each state is listed (a weight)."""
+    out = tmp_path / "r"
+    run_script("distill_fewstep.py", "--stage", "rounds", "--out", str(out), "--rounds", "1", "--grids", "3:1.5:2:0.25",
+               "--anchor", "2:1:2:1:3", "--max-steps", "1", "--batch-size", "2", "--threads", "1")
+    record = json.loads((out / "round1" / "record.json").read_text())
+    grid, anchor = record["states_meta"]
+    assert (grid["temperature"], grid["repeat"], grid["states"]) == (0.25, 1, 6)
+    assert (anchor["temperature"], anchor["repeat"], anchor["states"]) == (1.0, 3, 4)
+    assert record["states"] == 6 + 3 * 4
+
+
+def test_temperature_changes_the_visited_states():
+    mod, model = _script(), load_model(pretrained_path("qm9_default"))
+    hot, cold = (mod.collect_states(model, n_traj=2, steps=4, time_power=1.5, seed=0, batch_size=2, temperature=T)
+                 for T in (1.0, 0.05))
+    assert torch.equal(hot[0].pos, cold[0].pos)  # the same prior draw
+    assert any(not torch.equal(h.atom_types, c.atom_types) or not torch.equal(h.bond_types, c.bond_types)
+               for h, c in zip(hot, cold))
+
+
+@pytest.mark.parametrize("spec", ["25x2", "25:2", "25:2:100:0", "25:2:100:1:0", "25:2:100:1:2:3"])
+def test_a_bad_grid_is_named(tmp_path, spec):
+    proc = run_script("distill_fewstep.py", "--stage", "rounds", "--out", str(tmp_path), "--grids", spec, check=False)
+    assert proc.returncode != 0 and f"{spec!r} is not STEPS:TIME_POWER:N_TRAJ[:TEMPERATURE[:REPEAT]]" in proc.stderr
 
 
 def test_average_weights_mixes_two_models(tmp_path):
