@@ -50,6 +50,8 @@ VARIANTS: dict[str, tuple[str, list[str]]] = {
                      ["model.size_embedding=false", "model.valency_feature=false", "model.distance_feature=false"]),
     "new-lr_decay": ("current recipe with a constant learning rate", ["optim.schedule=constant"]),
     "new+beta_t": ("current recipe with t ~ Beta(1.8, 1.8) in training", ["diffusion.t_sampling=beta"]),
+    "new+fp32": ("current recipe trained in float32 instead of bf16 autocast (the same on a CPU, whose recipe is "
+                 "float32 already)", ["trainer.precision=32-true"]),
     "new+sc_lookahead": ("current recipe with the self-conditioning input predicted at t + U(0, 0.1), as sampling "
                          "feeds back the previous step's prediction", ["diffusion.self_cond_lookahead=0.1"]),
     "new+sc_rollout": ("current recipe trained on the state one sampler step from t + U(0, 0.1) reaches at t, "
@@ -105,6 +107,32 @@ def train_variant(name: str, a: argparse.Namespace, env: dict) -> None:
     (out / "train.json").write_text(json.dumps(info, indent=1) + "\n")
 
 
+def precision(model_file: Path, a: argparse.Namespace) -> dict:
+    """x0 RMS error (Angstrom) at t = 0.001 and 0.01 on the first 200 QM9 test molecules
+    (``scripts/precision_check.py``): how finely the variant corrects barely noisy coordinates."""
+    if str(REPO / "scripts") not in sys.path:
+        sys.path.insert(0, str(REPO / "scripts"))
+    import precision_check
+
+    if a.precision_cache in (None, "", "null", "none"):
+        return {"x0_rms_t0001": None, "x0_rms_t001": None}
+    rows = precision_check.check(str(model_file), precision_batch(a.precision_cache, a.data_root), times=(0.001, 0.01))
+    return {"x0_rms_t0001": rows[0]["model_x0_rms"], "x0_rms_t001": rows[1]["model_x0_rms"]}
+
+
+_PRECISION_BATCH: dict = {}
+
+
+def precision_batch(name: str, data_root: str | None, n: int = 200):
+    if (name, data_root) not in _PRECISION_BATCH:
+        from moldiff.data.batching import FullGraphCollater
+        from moldiff.data.cache import load_cache
+
+        cache = load_cache(name, data_root)
+        _PRECISION_BATCH[name, data_root] = FullGraphCollater(cache)(cache.indices("test")[:n])
+    return _PRECISION_BATCH[name, data_root]
+
+
 def score_variant(name: str, a: argparse.Namespace, env: dict) -> dict:
     """Sample ``--samples`` molecules from ``OUT/<name>/model.pt`` and score them; ``OUT/<name>.json``."""
     out = a.out / name
@@ -114,6 +142,9 @@ def score_variant(name: str, a: argparse.Namespace, env: dict) -> dict:
         if "atom_stability" not in res and (out / "metrics.json").exists():  # scored before these columns
             m = json.loads((out / "metrics.json").read_text())
             res.update(atom_stability=m.get("atom_stability"), validity=m.get("validity"))
+            result_file.write_text(json.dumps(res, indent=1) + "\n")
+        if "x0_rms_t0001" not in res and (out / "model.pt").exists():  # scored before the precision columns
+            res.update(precision(out / "model.pt", a))
             result_file.write_text(json.dumps(res, indent=1) + "\n")
         return res
     log = out / "log.txt"
@@ -130,7 +161,7 @@ def score_variant(name: str, a: argparse.Namespace, env: dict) -> dict:
         "mol_stability": m.get("mol_stability"), "connected_validity": m.get("connected_validity"),
         "edm_mol_stability": m.get("edm_mol_stability"),
         "bond_length_w1": ((m.get("distribution") or {}).get("bond_length_w1") or {}).get("single"),
-        **tr, "budget_min": None if a.train_steps else a.minutes, "budget_steps": a.train_steps,
+        **precision(out / "model.pt", a), **tr, "budget_min": None if a.train_steps else a.minutes, "budget_steps": a.train_steps,
         "samples": a.samples, "sampling_steps": a.steps, "threads": a.threads, "experiment": a.experiment,
     }
     result_file.write_text(json.dumps(res, indent=1) + "\n")
@@ -150,6 +181,10 @@ def pct(x) -> str:
     return "-" if x is None else f"{100 * x:.1f} %"
 
 
+def num(x, fmt: str = "{:.4f}") -> str:
+    return "-" if x is None else fmt.format(x)
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--minutes", type=float, default=15.0, help="training time per variant")
@@ -166,6 +201,8 @@ def main(argv=None) -> None:
     ap.add_argument("--force", action="store_true")
     ap.add_argument("--reference", default="qm9", help="reference dataset of moldiff-evaluate (null: none)")
     ap.add_argument("--data-root", default=None, help="dataset cache root for training and the reference")
+    ap.add_argument("--precision-cache", default="qm9",
+                    help="cache whose first 200 test molecules give the x0 precision columns (null: skip them)")
     ap.add_argument("--experiment", default="qm9_cpu", help="base recipe (qm9 for the GPU recipe)")
     ap.add_argument("--stage", default="all", choices=["train", "score", "all"],
                     help="train only (e.g. on a GPU machine without RDKit), score only (here), or both")
@@ -184,13 +221,13 @@ def main(argv=None) -> None:
     print(f"\n{budget} per variant, {a.threads} thread(s) each, {a.parallel} at once; "
           f"{a.samples} samples at {a.steps} steps (seed 0)\n")
     print("| variant | atom stab. | validity | strict mol. stab. | connected validity | EDM mol. stab. | single-bond length W1 (A) | "
-          "val. loss | steps | train wall (s) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+          "x0 RMS t = 0.001 (A) | x0 RMS t = 0.01 (A) | val. loss | steps | train wall (s) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for r in rows:
-        w1 = "-" if r["bond_length_w1"] is None else f"{r['bond_length_w1']:.4f}"
-        vl = "-" if r["val_loss"] is None else f"{r['val_loss']:.3f}"
+        w1, x1, x2 = (num(r.get(k)) for k in ("bond_length_w1", "x0_rms_t0001", "x0_rms_t001"))
+        vl = num(r["val_loss"], "{:.3f}")
         print(f"| {r['variant']} | {pct(r.get('atom_stability'))} | {pct(r.get('validity'))} | {pct(r['mol_stability'])} | {pct(r['connected_validity'])} | {pct(r['edm_mol_stability'])} | "
-              f"{w1} | {vl} | {r['steps']} | {r['train_wall_s']} |")
+              f"{w1} | {x1} | {x2} | {vl} | {r['steps']} | {r['train_wall_s']} |")
 
 
 if __name__ == "__main__":

@@ -6,8 +6,9 @@
 #   2. the training stage of scripts/ablation.py: every variant at once on the one GPU (the step is bound by
 #      kernel launches, so a few runs side by side fill it), each for the same training time from the
 #      same seed, the small preset at batch 512 on the full QM9 cache. The GPU's throughput is shared: eleven
-#      variants for 5 minutes reached ~1,000 steps each, too few to rank them; the default, six variants for
-#      7.5 minutes, gives each about 2,800 (the whole script then takes about 9.5 minutes).
+#      variants for 5 minutes reached ~1,000 steps each, too few to rank them; the default, seven variants for
+#      7.5 minutes (new+fp32: float32 instead of bf16, for the precision floor), should give each about 2,400
+#      (the whole script then takes about 9.5 minutes).
 # Then, on a machine with RDKit, score the variants:
 #   cat OUT/abl.tgz.part* | tar xz -C runs && python scripts/ablation.py --experiment qm9 --minutes M --stage score \
 #       --out runs/abl --only <the same variants>
@@ -24,7 +25,7 @@ out="$(mkdir -p "${1:?usage: gpu_ablation.sh OUT}" && cd "$1" && pwd)"
 scale="${SCALE:-1}"
 work="${WORK:-${TMPDIR:-/tmp}/moldiff-ablation}"
 minutes="${ABL_MINUTES:-7.5}"
-variants="${ABL_VARIANTS:-old,new,new-selfcond,new-precond,new-sum,new-features}"
+variants="${ABL_VARIANTS:-old,new,new-selfcond,new-precond,new-sum,new-features,new+fp32}"
 rm -rf "$work" && mkdir -p "$work"
 cd "$root"
 source scripts/gpu_env.sh

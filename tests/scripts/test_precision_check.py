@@ -2,6 +2,7 @@
 
 import importlib.util
 
+import pytest
 import torch
 
 from tests.conftest import REPO
@@ -35,3 +36,20 @@ def test_aligned_rms_sets_the_overall_rotation_aside():
     assert 0 < pc.aligned_rms(noisy, ref, batch, 2) <= plain + 1e-12
     mirrored = ref * torch.tensor([1.0, 1.0, -1.0], dtype=torch.float64)  # a reflection is not a rotation
     assert pc.aligned_rms(mirrored, ref, batch, 2) > 0.05
+
+
+@pytest.mark.qm9
+def test_check_runs_under_bf16_autocast(data_root):
+    """--autocast-bf16: the same check with the network's matrix products in bf16; the trivial columns stay fp32."""
+    from moldiff.data.batching import FullGraphCollater
+    from moldiff.data.cache import load_cache
+
+    pc = load()
+    cache = load_cache("qm9_first300", str(data_root))
+    batch = FullGraphCollater(cache)(cache.indices("test")[:8])
+    full = pc.check(str(REPO / "moldiff/pretrained/qm9_default.pt"), batch, times=(0.01,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        half = pc.check(str(REPO / "moldiff/pretrained/qm9_default.pt"), batch, times=(0.01,))
+    assert half[0]["trivial_x0_rms"] == full[0]["trivial_x0_rms"]
+    assert half[0]["model_x0_rms"] != full[0]["model_x0_rms"]  # bf16 arithmetic did run
+    assert abs(half[0]["model_x0_rms"] - full[0]["model_x0_rms"]) < 0.2 * full[0]["model_x0_rms"]
