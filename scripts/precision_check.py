@@ -28,12 +28,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from moldiff.chem.relax import superposed_rmsd  # noqa: E402
 from moldiff.data.batching import FullGraphCollater  # noqa: E402
 from moldiff.data.cache import load_cache  # noqa: E402
 from moldiff.diffusion.joint import NoisyGraph  # noqa: E402
 from moldiff.training.checkpoint import load_model  # noqa: E402
-from moldiff.utils.geometry import zero_com  # noqa: E402
+from moldiff.utils.geometry import superposed_rmsd, zero_com  # noqa: E402
 
 TIMES = (0.001, 0.01, 0.05, 0.1)
 

@@ -19,6 +19,7 @@ from rdkit.Chem import rdForceFieldHelpers
 
 from moldiff.chem.molecule import Molecule
 from moldiff.chem.rdkit_conv import to_rdkit
+from moldiff.utils.geometry import superposed_rmsd  # noqa: F401  (also imported from here)
 
 #: Accepted values of ``method`` (``none`` leaves molecules alone).
 RELAX_METHODS = ("none", "mmff", "uff")
@@ -65,17 +66,6 @@ class RelaxResult:
             if value is not None:
                 out[key] = float(value)
         return out
-
-
-def superposed_rmsd(a: np.ndarray, b: np.ndarray) -> float:
-    """RMSD of two ``[k, 3]`` coordinate sets after optimal rigid superposition (Kabsch, no reflection)."""
-    a = np.asarray(a, dtype=np.float64) - np.mean(a, axis=0)
-    b = np.asarray(b, dtype=np.float64) - np.mean(b, axis=0)
-    u, s, vt = np.linalg.svd(a.T @ b)
-    d = np.sign(np.linalg.det(u @ vt))
-    s[-1] *= d if d != 0 else 1.0
-    msd = max((np.sum(a * a) + np.sum(b * b) - 2.0 * np.sum(s)) / len(a), 0.0)
-    return float(np.sqrt(msd))
 
 
 def _sanitized(mol: Molecule) -> Chem.Mol | None:

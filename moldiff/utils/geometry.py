@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch_geometric.utils import scatter
 
@@ -31,3 +32,14 @@ def random_rotation(generator: torch.Generator | None = None, dtype=torch.float3
     if reflect:
         rot = -rot
     return rot.to(dtype)
+
+
+def superposed_rmsd(a: np.ndarray, b: np.ndarray) -> float:
+    """RMSD of two ``[k, 3]`` coordinate sets after optimal rigid superposition (Kabsch, no reflection)."""
+    a = np.asarray(a, dtype=np.float64) - np.mean(a, axis=0)
+    b = np.asarray(b, dtype=np.float64) - np.mean(b, axis=0)
+    u, s, vt = np.linalg.svd(a.T @ b)
+    d = np.sign(np.linalg.det(u @ vt))
+    s[-1] *= d if d != 0 else 1.0
+    msd = max((np.sum(a * a) + np.sum(b * b) - 2.0 * np.sum(s)) / len(a), 0.0)
+    return float(np.sqrt(msd))

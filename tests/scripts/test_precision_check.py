@@ -53,3 +53,22 @@ def test_check_runs_under_bf16_autocast(data_root):
     assert half[0]["trivial_x0_rms"] == full[0]["trivial_x0_rms"]
     assert half[0]["model_x0_rms"] != full[0]["model_x0_rms"]  # bf16 arithmetic did run
     assert abs(half[0]["model_x0_rms"] - full[0]["model_x0_rms"]) < 0.2 * full[0]["model_x0_rms"]
+
+
+def test_imports_without_rdkit():
+    """The GPU machine has no RDKit: the check must run there on the exported weights."""
+    import subprocess
+    import sys
+
+    code = ("import builtins, importlib.util\n"
+            "real = builtins.__import__\n"
+            "def guard(name, *a, **k):\n"
+            "    if name.split('.')[0] == 'rdkit':\n"
+            "        raise ImportError('no rdkit')\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = guard\n"
+            f"spec = importlib.util.spec_from_file_location('pc', {str(REPO / 'scripts' / 'precision_check.py')!r})\n"
+            "mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)\n"
+            "print('ok', callable(mod.check))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0 and "ok True" in proc.stdout, proc.stderr[-2000:]
