@@ -92,9 +92,11 @@ class MoleculeGenerator:
                 on its own: the raw model output).
             batch_size: molecules sampled together.
             sampler: ``ancestral`` or ``ddim``.
-            time_power: spacing of the time grid (``moldiff-sample``'s ``time_power``; None: its default).
+            time_power: spacing of the time grid (``moldiff-sample``'s ``time_power``; None: the model's own
+                for ``steps``, e.g. 1.5 for the default QM9 model at 20 to 25 steps, else 1 (uniform)).
             temperature: categorical sampling temperature of the intermediate steps (``moldiff-sample``'s
-                ``temperature``; None: its default).
+                ``temperature``; None: the model's own for ``steps``, e.g. 0.25 for the default QM9 model at 20
+                to 25 steps, else 1).
             num_atoms: None (the training histogram), a fixed atom count, or a range ``[lo, hi]``.
             guidance_scale: classifier-free guidance weight of a conditional model (1 = plain conditional;
                 None: the model's default for the given properties).
@@ -137,6 +139,7 @@ class MoleculeGenerator:
         atoms = generate.parse_num_atoms(cfg.num_atoms)
         targets = generate.read_targets(cfg, self.model, n)
         generate.resolve_guidance(cfg, self.model, targets)
+        generate.resolve_sampler_settings(cfg, self.model)
         generate.warn_untrained_settings(cfg, self.model, atoms)
         mols: list[Molecule] = []
         for b in range((n + batch_size - 1) // batch_size):

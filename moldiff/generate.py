@@ -28,7 +28,6 @@ from moldiff.utils.validate import as_number
 log = logging.getLogger("moldiff.sample")
 
 #: the sampling settings under which the shipped few-step model does best at 20 to 25 steps
-FEW_STEP_SETTINGS = {"time_power": 1.5, "temperature": 0.25}
 
 
 #: Values of ``decode``: how the last step's class probabilities become a molecular graph.
@@ -347,8 +346,9 @@ def check_numbers(cfg: DictConfig) -> None:
         parse_guidance_interval(cfg.guidance_interval)
     for key, value in given_targets(cfg).items():
         as_number(value, f"conditioning.{key}")
-    as_number(cfg.time_power, "time_power", positive=True)
-    as_number(cfg.temperature, "temperature", positive=True)
+    for key in ("time_power", "temperature"):
+        if cfg[key] is not None:
+            as_number(cfg[key], key, positive=True)
     parse_num_atoms(cfg.num_atoms)
 
 
@@ -407,6 +407,18 @@ def resolve_guidance(cfg: DictConfig, model: LoadedModel, targets: torch.Tensor 
 
 
 
+def resolve_sampler_settings(cfg: DictConfig, model: LoadedModel) -> None:
+    """``time_power=null`` / ``temperature=null`` -> the model's recommended values for ``cfg.steps``
+    (:meth:`LoadedModel.sampler_defaults`: the default QM9 model records ``time_power=1.5 temperature=0.25``
+    for 20 to 25 steps; otherwise 1 and 1). Values that were given are kept."""
+    own = model.sampler_defaults(int(cfg.steps))
+    with open_dict(cfg):
+        for key in ("time_power", "temperature"):
+            if cfg[key] is None:
+                cfg[key] = own[key]
+
+
+
 def warn_untrained_settings(cfg: DictConfig, model: LoadedModel, num_atoms: int | list[int] | None) -> None:
     """One warning line for each setting the model was not trained for (the run goes on)."""
     lo, hi = histogram_support(model)
@@ -421,28 +433,27 @@ def warn_untrained_settings(cfg: DictConfig, model: LoadedModel, num_atoms: int 
 
 def few_step_hint(cfg: DictConfig, model: LoadedModel) -> str | None:
     """A one-line note when a shipped QM9 model samples with few steps and other settings would give it more
-    stable molecules; else None.
+    stable molecules; else None. Call after :func:`resolve_sampler_settings`.
 
     * the undistilled model (``ckpt=qm9_base``) with 10 to 50 steps: the default model, distilled for few
       steps, gives more stable molecules;
-    * with 20 to 25 steps, the distilled model does best on the grid ``time_power=1.5`` with the intermediate
-      classes sampled at ``temperature=0.25`` (measured at 20 and 25 steps; at 30 steps the uniform grid at
-      temperature 1 gives more strictly stable molecules, the settings more EDM-stable ones).
+    * a model that records sampler settings for this step count (the default model: ``time_power=1.5
+      temperature=0.25`` at 20 to 25 steps), sampled with other values given on the command line.
     """
     from moldiff.training.checkpoint import PRETRAINED_DIR, SHIPPED
 
     steps = int(cfg.steps)
-    coarse = 20 <= steps <= 25
-    tuned = float(cfg.time_power) == FEW_STEP_SETTINGS["time_power"] and float(cfg.temperature) == FEW_STEP_SETTINGS["temperature"]
-    settings = "" if tuned or not coarse else " " + " ".join(f"{k}={v:g}" for k, v in FEW_STEP_SETTINGS.items())
-    path = Path(model.path).resolve()
-    if path == (PRETRAINED_DIR / f"{SHIPPED['qm9_base']}.pt").resolve() and 10 <= steps <= 50:
-        return (f"note: for steps={steps}, the default model (no ckpt=){settings} (the shipped model distilled for "
-                f"few steps) gives more stable molecules than this one")
-    if path == (PRETRAINED_DIR / f"{SHIPPED['qm9_fast']}.pt").resolve() and settings:
-        return (f"note: for steps={steps},{settings} give this model more stable molecules "
-                f"(measured at 20 and 25 steps)")
+    if Path(model.path).resolve() == (PRETRAINED_DIR / f"{SHIPPED['qm9_base']}.pt").resolve() and 10 <= steps <= 50:
+        return (f"note: for steps={steps}, the default model (no ckpt=; the shipped model distilled for few steps) "
+                f"gives more stable molecules than this one")
+    recorded = any(int(s["min_steps"]) <= steps <= int(s["max_steps"]) for s in model.sampler_settings)
+    own = model.sampler_defaults(steps)
+    if recorded and any(float(cfg[k]) != v for k, v in own.items()):
+        settings = " ".join(f"{k}={v:g}" for k, v in own.items())
+        return (f"note: for steps={steps} this model records {settings} (left out, or null, they are used), "
+                f"which give it more stable molecules")
     return None
+
 
 
 def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedModel, statuses: list[str] | None,

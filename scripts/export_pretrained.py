@@ -16,6 +16,11 @@ under another name or with a default guidance weight; its training record is kep
 where it differs from ``--guidance-scale``, applied at the diffusion times in ``[LO, HI]`` (default every
 step); with several properties given the sampler uses ``--guidance-scale``.)
 
+``--sampler-settings MIN-MAX:TIME_POWER:TEMPERATURE`` (repeatable) records the sampler settings the model
+uses for step counts MIN to MAX when ``time_power`` and ``temperature`` are left out (null):
+
+  python scripts/export_pretrained.py moldiff/pretrained/qm9_fast.pt --name qm9_fast --sampler-settings 20-25:1.5:0.25
+
 The training record can be completed from the run's own files instead of by hand: ``--chunk-records``
 takes the ``record.json`` of each ``scripts/gpu_train.sh`` chunk (their molecules/s and minutes), and
 ``--warm-started-from`` the model file the run started from (its sha256 and training record are nested,
@@ -45,6 +50,20 @@ OUT = Path(__file__).resolve().parents[1] / "moldiff" / "pretrained"
 MAX_BYTES = 16 * 1024 * 1024
 
 
+def parse_sampler_settings(item: str) -> dict:
+    """``MIN-MAX:TIME_POWER:TEMPERATURE`` -> ``{"min_steps", "max_steps", "time_power", "temperature"}``."""
+    try:
+        steps, power, temp = item.split(":")
+        lo, hi = (int(v) for v in steps.split("-"))
+        out = {"min_steps": lo, "max_steps": hi, "time_power": float(power), "temperature": float(temp)}
+        if not 1 <= lo <= hi or out["time_power"] <= 0 or out["temperature"] <= 0:
+            raise ValueError
+        return out
+    except ValueError:
+        raise SystemExit(f"--sampler-settings {item!r}: expected MIN-MAX:TIME_POWER:TEMPERATURE with "
+                         "1 <= MIN <= MAX steps and positive values, e.g. 20-25:1.5:0.25") from None
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("ckpt")
@@ -55,6 +74,9 @@ def main(argv=None) -> None:
     ap.add_argument("--property-guidance", action="append", default=[], metavar="PROP=W[,LO,HI]",
                     help="default guidance weight (and interval of diffusion times) when PROP alone is given "
                          "(repeatable), e.g. mu=4,0.2,1")
+    ap.add_argument("--sampler-settings", action="append", default=[], metavar="MIN-MAX:TIME_POWER:TEMPERATURE",
+                    help="time_power and temperature the model samples MIN to MAX steps with when they are not "
+                         "given (repeatable), e.g. 20-25:1.5:0.25")
     ap.add_argument("--weights", choices=("ema", "raw"), default="ema",
                     help="the averaged weights (default) or the optimiser's current ones")
     ap.add_argument("--hardware", default=None, help="where it was trained (required for a checkpoint)")
@@ -121,6 +143,10 @@ def main(argv=None) -> None:
         record["default_guidance_scales"] = scales
         if intervals:
             record["default_guidance_intervals"] = intervals
+    if a.sampler_settings:
+        settings = [parse_sampler_settings(item) for item in a.sampler_settings]
+        hparams = {**hparams, "sampling": {**(hparams.get("sampling") or {}), "settings": settings}}
+        record["sampler_settings"] = settings
     if a.chunk_records:
         chunks = [read_json(p, "--chunk-records") for p in a.chunk_records]
         record["molecules_per_second"] = {f"chunk{k + 1}": c.get("molecules_per_second") for k, c in enumerate(chunks)}

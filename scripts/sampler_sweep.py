@@ -168,6 +168,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         t0 = time.perf_counter()
         steps = opts.pop("steps", 100)
+        opts.setdefault("time_power", 1.0)  # a variant names what it changes from the uniform grid at temperature 1,
+        opts.setdefault("temperature", 1.0)  # not the model's own settings for the step count
         with CountedSelfCond(opts.pop("self_cond", None), opts.pop("sc_temperature", None)) as counter, \
                 MixedGrid(opts.pop("grid_mix", None)):
             mols = model.sample(a.n, steps=steps, seed=a.seed, decode="argmax", **opts)

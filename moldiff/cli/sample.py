@@ -29,6 +29,7 @@ from moldiff.generate import (
     read_fragment,
     read_targets,
     resolve_guidance,
+    resolve_sampler_settings,
     sample_batch,
     warn_untrained_settings,
 )
@@ -178,6 +179,7 @@ def generate(cfg: DictConfig) -> dict:
     model = load_checkpoint(default_ckpt(cfg), device)
     targets = read_targets(cfg, model, cfg.n_samples)
     resolve_guidance(cfg, model, targets)
+    resolve_sampler_settings(cfg, model)
     fragment = read_fragment(cfg.inpaint.sdf, model) if cfg.inpaint.sdf else None
     if fragment is not None:
         check_fragment_fits(cfg, model, num_atoms, fragment)

@@ -73,6 +73,22 @@ class LoadedModel:
         return own[prop], [float(v) for v in (cond.get("guidance_intervals") or {}).get(prop, [0.0, 1.0])]
 
     @property
+    def sampler_settings(self) -> list[dict[str, float]]:
+        """Sampler settings the model file recommends for ranges of step counts (``sampling.settings`` of its
+        hyper-parameters, written by ``scripts/export_pretrained.py --sampler-settings``): a list of
+        ``{"min_steps", "max_steps", "time_power", "temperature"}``; empty when it records none."""
+        return [dict(s) for s in (self.hparams.get("sampling") or {}).get("settings", []) or []]
+
+    def sampler_defaults(self, steps: int) -> dict[str, float]:
+        """``time_power`` and ``temperature`` this model samples ``steps`` steps with when they are not given:
+        the first recorded :attr:`sampler_settings` whose step range holds ``steps``, else the uniform grid at
+        temperature 1."""
+        for s in self.sampler_settings:
+            if int(s["min_steps"]) <= steps <= int(s["max_steps"]):
+                return {"time_power": float(s["time_power"]), "temperature": float(s["temperature"])}
+        return {"time_power": 1.0, "temperature": 1.0}
+
+    @property
     def property_units(self) -> dict[str, str]:
         return dict((self.hparams.get("conditioning") or {}).get("units", {}) or {})
 

@@ -571,8 +571,8 @@ def test_cli_ckpt_takes_a_shipped_models_name(tmp_path):
 
 def test_few_step_notes_name_the_distilled_model_and_its_settings(tiny_ckpt):
     """10 to 50 steps with the undistilled shipped model print a note naming the distilled one; 20 to 25 steps
-    with the distilled model a note naming ``time_power=1.5 temperature=0.25`` unless both are set; other step
-    counts and other models get no note."""
+    with the distilled model a note naming its recorded ``time_power=1.5 temperature=0.25`` when other values
+    were given; other step counts and models without recorded settings get no note."""
     from omegaconf import OmegaConf
 
     from moldiff.generate import few_step_hint
@@ -581,12 +581,51 @@ def test_few_step_notes_name_the_distilled_model_and_its_settings(tiny_ckpt):
     base, fast = (load_model(pretrained_path(SHIPPED[n])) for n in ("qm9_base", "qm9"))
     other = load_model(tiny_ckpt)
     cfg = lambda steps, power=1.0, temp=1.0: OmegaConf.create({"steps": steps, "time_power": power, "temperature": temp})  # noqa: E731
-    fast_name = "the default model (no ckpt=)"
-    assert few_step_hint(cfg(25), base) == (f"note: for steps=25, {fast_name} time_power=1.5 temperature=0.25 (the shipped "
-                                            "model distilled for few steps) gives more stable molecules than this one")
-    assert f"{fast_name} (" in few_step_hint(cfg(50, 2.0), base)
+    assert few_step_hint(cfg(25), base) == ("note: for steps=25, the default model (no ckpt=; the shipped model "
+                                            "distilled for few steps) gives more stable molecules than this one")
+    assert "the default model (no ckpt=;" in few_step_hint(cfg(50, 2.0), base)
     assert few_step_hint(cfg(100), base) is None and few_step_hint(cfg(5), base) is None
-    assert few_step_hint(cfg(25, 2.0), fast) == ("note: for steps=25, time_power=1.5 temperature=0.25 give this model more "
-                                                 "stable molecules (measured at 20 and 25 steps)")
+    assert few_step_hint(cfg(25, 2.0), fast) == ("note: for steps=25 this model records time_power=1.5 temperature=0.25 "
+                                                 "(left out, or null, they are used), which give it more stable molecules")
     assert few_step_hint(cfg(20, 1.5, 0.25), fast) is None and few_step_hint(cfg(30), fast) is None
     assert few_step_hint(cfg(25), other) is None
+
+
+def test_sampler_settings_left_out_are_the_models_own(tiny_ckpt):
+    """time_power / temperature null (the default): the values the model file records for the step count
+    (the default QM9 model: 1.5 and 0.25 at 20 to 25 steps), else 1 and 1; given values are kept."""
+    from omegaconf import OmegaConf
+
+    from moldiff.generate import resolve_sampler_settings
+    from moldiff.training.checkpoint import SHIPPED, load_model, pretrained_path
+
+    fast, base = (load_model(pretrained_path(SHIPPED[n])) for n in ("qm9", "qm9_base"))
+    other = load_model(tiny_ckpt)
+    assert fast.sampler_settings == [{"min_steps": 20, "max_steps": 25, "time_power": 1.5, "temperature": 0.25}]
+    assert base.sampler_settings == [] and other.sampler_settings == []
+
+    def resolved(model, steps, power=None, temp=None):
+        cfg = OmegaConf.create({"steps": steps, "time_power": power, "temperature": temp})
+        resolve_sampler_settings(cfg, model)
+        return float(cfg.time_power), float(cfg.temperature)
+
+    assert resolved(fast, 25) == resolved(fast, 20) == (1.5, 0.25)
+    assert resolved(fast, 19) == resolved(fast, 26) == resolved(fast, 100) == (1.0, 1.0)
+    assert resolved(fast, 25, power=2.0) == (2.0, 0.25) and resolved(fast, 25, temp=1.0) == (1.5, 1.0)
+    assert resolved(base, 25) == resolved(other, 25) == (1.0, 1.0)
+
+
+def test_cli_records_the_resolved_sampler_settings(tmp_path):
+    """moldiff-sample steps=20 with the default model samples on its recorded settings and writes them to the SD
+    tags and the run record; given ones win."""
+    import json
+
+    out, given = tmp_path / "a.sdf", tmp_path / "b.sdf"
+    run_cli("sample", "n_samples=1", "steps=20", "decode=argmax", f"out={out}", "progress=false")
+    run_cli("sample", "n_samples=1", "steps=20", "time_power=1", "decode=argmax", f"out={given}", "progress=false")
+    for path, power, temp in ((out, 1.5, 0.25), (given, 1.0, 0.25)):
+        mol = next(iter(Chem.SDMolSupplier(str(path), removeHs=False, sanitize=False)))
+        assert (float(mol.GetProp("moldiff_time_power")), float(mol.GetProp("moldiff_temperature"))) == (power, temp)
+        run = json.loads(path.with_name(path.name + ".run.json").read_text())
+        settings = run.get("settings", run)
+        assert (settings["time_power"], settings["temperature"]) == (power, temp)

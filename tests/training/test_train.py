@@ -422,3 +422,26 @@ def test_a_run_ending_between_periodic_checkpoints_leaves_one_last(data_root, tm
     step = torch.load(run / "checkpoints" / "step0000003.ckpt", weights_only=True)
     for k, v in step["state_dict"].items():
         assert torch.equal(v, last["state_dict"][k])
+
+
+def test_export_records_sampler_settings(tmp_path, tiny_ckpt):
+    """--sampler-settings MIN-MAX:TIME_POWER:TEMPERATURE goes into the model file (the sampler's defaults for
+    those step counts) and its record; the weights are unchanged; a malformed one is named."""
+    from moldiff.training.checkpoint import load_model
+
+    src = tmp_path / "src.pt"
+    model = load_model(tiny_ckpt)
+    torch.save({"state_dict": {f"net.{k}": v for k, v in model.net.state_dict().items()},
+                "hyper_parameters": model.hparams, "training_record": {"hardware": "test"}}, src)
+    run_script("export_pretrained.py", str(src), "--name", "s", "--out-dir", str(tmp_path),
+               "--sampler-settings", "20-25:1.5:0.25", "--sampler-settings", "8-12:2:0.5")
+    loaded = load_model(tmp_path / "s.pt")
+    assert loaded.sampler_defaults(22) == {"time_power": 1.5, "temperature": 0.25}
+    assert loaded.sampler_defaults(10) == {"time_power": 2.0, "temperature": 0.5}
+    assert loaded.sampler_defaults(50) == {"time_power": 1.0, "temperature": 1.0}
+    assert json.loads((tmp_path / "s.json").read_text())["training_record"]["sampler_settings"][1]["max_steps"] == 12
+    for bad in ("25-20:1.5:0.25", "20:1.5:0.25", "20-25:1.5", "20-25:0:1"):
+        proc = run_script("export_pretrained.py", str(src), "--name", "x", "--out-dir", str(tmp_path),
+                          "--sampler-settings", bad, check=False)
+        assert proc.returncode != 0 and f"--sampler-settings {bad!r}" in proc.stderr
+    assert not (tmp_path / "x.pt").exists()
