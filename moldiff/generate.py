@@ -27,8 +27,6 @@ from moldiff.utils.validate import as_number
 
 log = logging.getLogger("moldiff.sample")
 
-#: the sampling settings under which the shipped few-step model does best at 20 to 25 steps
-
 
 #: Values of ``decode``: how the last step's class probabilities become a molecular graph.
 DECODINGS = ("argmax", "map")
@@ -446,9 +444,8 @@ def few_step_hint(cfg: DictConfig, model: LoadedModel) -> str | None:
     if Path(model.path).resolve() == (PRETRAINED_DIR / f"{SHIPPED['qm9_base']}.pt").resolve() and 10 <= steps <= 50:
         return (f"note: for steps={steps}, the default model (no ckpt=; the shipped model distilled for few steps) "
                 f"gives more stable molecules than this one")
-    recorded = any(int(s["min_steps"]) <= steps <= int(s["max_steps"]) for s in model.sampler_settings)
-    own = model.sampler_defaults(steps)
-    if recorded and any(float(cfg[k]) != v for k, v in own.items()):
+    own = model.recorded_sampler_settings(steps)
+    if own and any(float(cfg[k]) != v for k, v in own.items()):
         settings = " ".join(f"{k}={v:g}" for k, v in own.items())
         return (f"note: for steps={steps} this model records {settings} (left out, or null, they are used), "
                 f"which give it more stable molecules")

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import subprocess
@@ -108,29 +109,27 @@ def train_variant(name: str, a: argparse.Namespace, env: dict) -> None:
 
 
 def precision(model_file: Path, a: argparse.Namespace) -> dict:
-    """x0 RMS error (Angstrom) at t = 0.001 and 0.01 on the first 200 QM9 test molecules
+    """x0 RMS error (Angstrom) at t = 0.001 and 0.01 on the first 200 test molecules of ``--precision-cache``
     (``scripts/precision_check.py``): how finely the variant corrects barely noisy coordinates."""
+    if a.precision_cache in (None, "", "null", "none"):
+        return {"x0_rms_t0001": None, "x0_rms_t001": None}
+    rows = _precision_check().check(str(model_file), _precision_batch(a.precision_cache, a.data_root),
+                                    times=(0.001, 0.01))
+    return {"x0_rms_t0001": rows[0]["model_x0_rms"], "x0_rms_t001": rows[1]["model_x0_rms"]}
+
+
+def _precision_check():
     if str(REPO / "scripts") not in sys.path:
         sys.path.insert(0, str(REPO / "scripts"))
     import precision_check
 
-    if a.precision_cache in (None, "", "null", "none"):
-        return {"x0_rms_t0001": None, "x0_rms_t001": None}
-    rows = precision_check.check(str(model_file), precision_batch(a.precision_cache, a.data_root), times=(0.001, 0.01))
-    return {"x0_rms_t0001": rows[0]["model_x0_rms"], "x0_rms_t001": rows[1]["model_x0_rms"]}
+    return precision_check
 
 
-_PRECISION_BATCH: dict = {}
-
-
-def precision_batch(name: str, data_root: str | None, n: int = 200):
-    if (name, data_root) not in _PRECISION_BATCH:
-        from moldiff.data.batching import FullGraphCollater
-        from moldiff.data.cache import load_cache
-
-        cache = load_cache(name, data_root)
-        _PRECISION_BATCH[name, data_root] = FullGraphCollater(cache)(cache.indices("test")[:n])
-    return _PRECISION_BATCH[name, data_root]
+@functools.lru_cache(maxsize=None)
+def _precision_batch(cache_name: str, data_root: str | None):
+    """One batch for every variant (the variants are scored in threads of one process)."""
+    return _precision_check().first_test_molecules(cache_name, data_root)
 
 
 def score_variant(name: str, a: argparse.Namespace, env: dict) -> dict:

@@ -45,6 +45,12 @@ def aligned_rms(est: torch.Tensor, ref: torch.Tensor, batch: torch.Tensor, G: in
     return (sq / len(batch)) ** 0.5
 
 
+def first_test_molecules(cache_name: str = "qm9", data_root: str | None = None, n: int = 200):
+    """The first ``n`` test molecules of a prepared cache as one batch (clean types, charges and bonds)."""
+    cache = load_cache(cache_name, data_root)
+    return FullGraphCollater(cache)(cache.indices("test")[:n])
+
+
 @torch.no_grad()
 def check(ckpt: str | None, batch, times=TIMES, seed: int = 0) -> list[dict]:
     model = load_model(ckpt)
@@ -86,16 +92,14 @@ def main(argv=None) -> None:
                          "(does the model use coordinate detail finer than bf16 resolves?)")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
-    cache = load_cache("qm9", a.data_root)
-    idx = cache.indices("test")[: a.n]
-    batch = FullGraphCollater(cache)(idx)
+    batch = first_test_molecules("qm9", a.data_root, a.n)
     results = {}
     for ck in a.ckpt or [None]:
         name = ck or "shipped"
         with torch.autocast("cpu", dtype=torch.bfloat16) if a.autocast_bf16 else contextlib.nullcontext():
             rows = check(ck, batch)
         results[name] = rows
-        print(f"\n{name}: {len(idx)} QM9 test molecules (x0 RMS error and bond-length MAE, Angstrom)")
+        print(f"\n{name}: {batch.num_graphs} QM9 test molecules (x0 RMS error and bond-length MAE, Angstrom)")
         print("| t | displacement to undo (RMS) | model x0 RMS | trivial x0 RMS | model x0 RMS, aligned | "
               "trivial x0 RMS, aligned | model bond MAE | trivial bond MAE |")
         print("|---|---|---|---|---|---|---|---|")
@@ -104,7 +108,7 @@ def main(argv=None) -> None:
                   f"{r['model_x0_rms_aligned']:.4f} | {r['trivial_x0_rms_aligned']:.4f} | "
                   f"{r['model_bond_mae']:.4f} | {r['trivial_bond_mae']:.4f} |")
     if a.json:
-        Path(a.json).write_text(json.dumps({"n_molecules": len(idx), "autocast_bf16": a.autocast_bf16,
+        Path(a.json).write_text(json.dumps({"n_molecules": batch.num_graphs, "autocast_bf16": a.autocast_bf16,
                                             "results": results}, indent=1) + "\n")
 
 

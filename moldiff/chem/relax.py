@@ -19,7 +19,7 @@ from rdkit.Chem import rdForceFieldHelpers
 
 from moldiff.chem.molecule import Molecule
 from moldiff.chem.rdkit_conv import to_rdkit
-from moldiff.utils.geometry import superposed_rmsd  # noqa: F401  (also imported from here)
+from moldiff.utils.geometry import superposed_rmsd
 
 #: Accepted values of ``method`` (``none`` leaves molecules alone).
 RELAX_METHODS = ("none", "mmff", "uff")

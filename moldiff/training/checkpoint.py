@@ -79,14 +79,18 @@ class LoadedModel:
         ``{"min_steps", "max_steps", "time_power", "temperature"}``; empty when it records none."""
         return [dict(s) for s in (self.hparams.get("sampling") or {}).get("settings", []) or []]
 
-    def sampler_defaults(self, steps: int) -> dict[str, float]:
-        """``time_power`` and ``temperature`` this model samples ``steps`` steps with when they are not given:
-        the first recorded :attr:`sampler_settings` whose step range holds ``steps``, else the uniform grid at
-        temperature 1."""
+    def recorded_sampler_settings(self, steps: int) -> dict[str, float] | None:
+        """``time_power`` and ``temperature`` of the first recorded :attr:`sampler_settings` whose step range
+        holds ``steps``; None when none does."""
         for s in self.sampler_settings:
             if int(s["min_steps"]) <= steps <= int(s["max_steps"]):
                 return {"time_power": float(s["time_power"]), "temperature": float(s["temperature"])}
-        return {"time_power": 1.0, "temperature": 1.0}
+        return None
+
+    def sampler_defaults(self, steps: int) -> dict[str, float]:
+        """``time_power`` and ``temperature`` this model samples ``steps`` steps with when they are not given:
+        :meth:`recorded_sampler_settings`, else the uniform grid at temperature 1."""
+        return self.recorded_sampler_settings(steps) or {"time_power": 1.0, "temperature": 1.0}
 
     @property
     def property_units(self) -> dict[str, str]:

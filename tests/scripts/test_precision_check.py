@@ -41,12 +41,8 @@ def test_aligned_rms_sets_the_overall_rotation_aside():
 @pytest.mark.qm9
 def test_check_runs_under_bf16_autocast(data_root):
     """--autocast-bf16: the same check with the network's matrix products in bf16; the trivial columns stay fp32."""
-    from moldiff.data.batching import FullGraphCollater
-    from moldiff.data.cache import load_cache
-
     pc = load()
-    cache = load_cache("qm9_first300", str(data_root))
-    batch = FullGraphCollater(cache)(cache.indices("test")[:8])
+    batch = pc.first_test_molecules("qm9_first300", str(data_root), 8)
     full = pc.check(str(REPO / "moldiff/pretrained/qm9_default.pt"), batch, times=(0.01,))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         half = pc.check(str(REPO / "moldiff/pretrained/qm9_default.pt"), batch, times=(0.01,))
