@@ -10,6 +10,14 @@ estimate at small ``t``. The "aligned" columns rotate each predicted molecule on
   python scripts/precision_check.py                          # the shipped model
   python scripts/precision_check.py --ckpt old.pt --ckpt moldiff/pretrained/qm9_default.pt --json p.json
   python scripts/precision_check.py --autocast-bf16          # the network run under bf16 autocast (as GPU training)
+  python scripts/precision_check.py --decompose               # where the error lies: bonds, angles, rotation, rest
+
+``--decompose`` splits each error vector (per molecule, linearised at the clean geometry) into orthogonal
+parts: along the bond lengths (the gradients of every bonded distance), along the angles (the gradients of
+the distances between atoms two bonds apart, the bond part removed), along the molecule's overall rotation,
+and the rest (torsions, out-of-plane bends). For the noise itself (the trivial estimate) it also gives
+what a denoiser that knew every bond length exactly, or every bond length and angle, could reach: the
+noise left outside those parts.
 
 Prints one markdown table per model and, with ``--json``, writes all figures.
 """
@@ -51,8 +59,69 @@ def first_test_molecules(cache_name: str = "qm9", data_root: str | None = None, 
     return FullGraphCollater(cache)(cache.indices("test")[:n])
 
 
+def internal_bases(x0: torch.Tensor, batch, G: int) -> list[dict[str, torch.Tensor]]:
+    """Per molecule, orthonormal bases ``[3n, k]`` (float64, COM-free coordinates flattened atom-major) of
+    the bond-length directions (``bonds``), the angle directions (distances between atoms two bonds apart,
+    ``bonds`` projected out: ``angles``) and the overall rotation (``rotation``, orthogonal to both as every
+    distance is rotation invariant), at the clean geometry."""
+    i, j = batch.edge_index
+    bonded = (batch.bond_types > 0) & (i < j)
+    bi, bj = i[bonded], j[bonded]
+    out = []
+    for g in range(G):
+        lo, hi = int(batch.ptr[g]), int(batch.ptr[g + 1])
+        n = hi - lo
+        x = x0[lo:hi].double()
+        sel = (bi >= lo) & (bi < hi)
+        pairs = torch.stack([bi[sel], bj[sel]], 1) - lo
+        adj = torch.zeros(n, n, dtype=torch.bool)
+        adj[pairs[:, 0], pairs[:, 1]] = adj[pairs[:, 1], pairs[:, 0]] = True
+        two = (adj.double() @ adj.double() > 0) & ~adj & ~torch.eye(n, dtype=torch.bool)
+        second = torch.triu(two, 1).nonzero()
+
+        def rows(pp: torch.Tensor) -> torch.Tensor:
+            r = torch.zeros(len(pp), n, 3, dtype=torch.float64)
+            if len(pp):
+                u = x[pp[:, 0]] - x[pp[:, 1]]
+                u = u / u.norm(dim=-1, keepdim=True)
+                k = torch.arange(len(pp))
+                r[k, pp[:, 0]], r[k, pp[:, 1]] = u, -u
+            return r.reshape(len(pp), 3 * n).T
+
+        def basis(m: torch.Tensor) -> torch.Tensor:
+            if m.shape[1] == 0:
+                return m
+            u, sv, _ = torch.linalg.svd(m, full_matrices=False)
+            return u[:, sv > 1e-8 * sv.max()]
+
+        xc = x - x.mean(0)
+        rot = torch.stack([torch.cross(torch.eye(3, dtype=torch.float64)[a].expand(n, 3), xc, dim=-1).reshape(-1)
+                           for a in range(3)], 1)
+        b = basis(rows(pairs))
+        a = rows(second)
+        a = basis(a - b @ (b.T @ a))
+        out.append({"bonds": b, "angles": a, "rotation": basis(rot)})
+    return out
+
+
+def decompose(err: torch.Tensor, bases: list[dict], batch) -> dict[str, float]:
+    """RMS per atom (Angstrom) of the parts of ``err [N,3]`` in each basis of :func:`internal_bases`, and of
+    the rest; the squares add up to the whole error's."""
+    sq = {"bonds": 0.0, "angles": 0.0, "rotation": 0.0, "rest": 0.0}
+    for g, bs in enumerate(bases):
+        e = err[int(batch.ptr[g]):int(batch.ptr[g + 1])].double()
+        e = (e - e.mean(0)).reshape(-1)
+        total = float(e @ e)
+        for k, b in bs.items():
+            part = float(((b.T @ e) ** 2).sum())
+            sq[k] += part
+            total -= part
+        sq["rest"] += max(total, 0.0)
+    return {k: (v / len(batch.batch)) ** 0.5 for k, v in sq.items()}
+
+
 @torch.no_grad()
-def check(ckpt: str | None, batch, times=TIMES, seed: int = 0) -> list[dict]:
+def check(ckpt: str | None, batch, times=TIMES, seed: int = 0, parts: bool = False) -> list[dict]:
     model = load_model(ckpt)
     diff = model.diffusion
     G = batch.num_graphs
@@ -60,6 +129,7 @@ def check(ckpt: str | None, batch, times=TIMES, seed: int = 0) -> list[dict]:
     i, j = batch.edge_index
     bonded = (batch.bond_types > 0) & (i < j)
     true_len = (x0[i[bonded]] - x0[j[bonded]]).norm(dim=-1)
+    bases = internal_bases(x0, batch, G) if parts else None
     rows = []
     for t in times:
         gen = torch.Generator().manual_seed(seed)
@@ -77,8 +147,24 @@ def check(ckpt: str | None, batch, times=TIMES, seed: int = 0) -> list[dict]:
             row[f"{name}_x0_rms_aligned"] = aligned_rms(zero_com(est, batch.batch, G), x0, batch.batch, G)
             est_len = (est[i[bonded]] - est[j[bonded]]).norm(dim=-1)
             row[f"{name}_bond_mae"] = float((est_len - true_len).abs().mean())
+            if bases is not None:
+                row[f"{name}_parts"] = decompose(est - x0, bases, batch)
         rows.append(row)
     return rows
+
+
+def print_parts(rows: list[dict]) -> None:
+    """The error split into bond-length, angle, rotation and remaining parts (RMS per atom, Angstrom), and the
+    noise a denoiser knowing every bond length (and every angle) exactly would leave."""
+    print("\n| t | estimate | bonds | angles | rotation | rest | knowing bond lengths | knowing bonds and angles |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        for name in ("model", "trivial"):
+            p = r[f"{name}_parts"]
+            left_b = (p["angles"] ** 2 + p["rotation"] ** 2 + p["rest"] ** 2) ** 0.5
+            left_ba = (p["rotation"] ** 2 + p["rest"] ** 2) ** 0.5
+            print(f"| {r['t']} | {name} | {p['bonds']:.4f} | {p['angles']:.4f} | {p['rotation']:.4f} | "
+                  f"{p['rest']:.4f} | {left_b:.4f} | {left_ba:.4f} |")
 
 
 def main(argv=None) -> None:
@@ -90,6 +176,8 @@ def main(argv=None) -> None:
     ap.add_argument("--autocast-bf16", action="store_true",
                     help="run the network under CPU bf16 autocast, the arithmetic of the GPU training recipe "
                          "(does the model use coordinate detail finer than bf16 resolves?)")
+    ap.add_argument("--decompose", action="store_true",
+                    help="also split each error into its bond-length, angle, rotation and remaining parts")
     a = ap.parse_args(argv)
     torch.manual_seed(0)
     batch = first_test_molecules("qm9", a.data_root, a.n)
@@ -97,7 +185,7 @@ def main(argv=None) -> None:
     for ck in a.ckpt or [None]:
         name = ck or "shipped"
         with torch.autocast("cpu", dtype=torch.bfloat16) if a.autocast_bf16 else contextlib.nullcontext():
-            rows = check(ck, batch)
+            rows = check(ck, batch, parts=a.decompose)
         results[name] = rows
         print(f"\n{name}: {batch.num_graphs} QM9 test molecules (x0 RMS error and bond-length MAE, Angstrom)")
         print("| t | displacement to undo (RMS) | model x0 RMS | trivial x0 RMS | model x0 RMS, aligned | "
@@ -107,6 +195,8 @@ def main(argv=None) -> None:
             print(f"| {r['t']} | {r['needed_rms']:.4f} | {r['model_x0_rms']:.4f} | {r['trivial_x0_rms']:.4f} | "
                   f"{r['model_x0_rms_aligned']:.4f} | {r['trivial_x0_rms_aligned']:.4f} | "
                   f"{r['model_bond_mae']:.4f} | {r['trivial_bond_mae']:.4f} |")
+        if a.decompose:
+            print_parts(rows)
     if a.json:
         Path(a.json).write_text(json.dumps({"n_molecules": batch.num_graphs, "autocast_bf16": a.autocast_bf16,
                                             "results": results}, indent=1) + "\n")
