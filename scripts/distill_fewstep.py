@@ -19,6 +19,13 @@ fine-tunes a copy of the model (the student) so that its single call matches the
 samples and teaches the next round's states (``--grids``), beside anchor states of ``--anchor-ckpt`` on a fine grid
 collected once (``--anchor``); round R's model is ``OUT/roundR/model.pt``.
 
+A conditional model (one trained with property conditioning, e.g. the shipped ``qm9_conditional``) is
+distilled the same way on the states of guided sampling (``--guidance``, default: the model's own scale): each
+trajectory takes the atom count and the properties of a molecule of the half of the training split the model
+was trained on, a random subset of them given (none with the model's unconditional probability), as in its
+training; at every step both of the guidance's calls are taught, the conditional one (with the trajectory's
+targets) and the unconditional one, each its own second call.
+
 Both stages run on a GPU when there is one (``--device``; ``--precision bf16-mixed`` for the training stage);
 the states are kept on the host either way.
 
@@ -49,36 +56,82 @@ from moldiff.utils.graph import reverse_edge_index
 from moldiff.utils.io import atomic_write
 
 
+def conditional_targets(model, n: int, seed: int, data_root: str | None = None,
+                        dataset: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Atom counts ``[n]`` and raw property targets ``[n, P]`` (NaN: not given) for the trajectories of a
+    conditional model: molecules of the half of the training split it was trained on (``train_b``, EDM's
+    protocol), each with a random subset of its properties given as in training (none with probability
+    ``p_uncond``; ``subsets``: a subset whose size is uniform on 1..P)."""
+    from moldiff.data.cache import load_cache
+
+    cache = load_cache(dataset or model.dataset or "qm9", data_root)
+    gen = torch.Generator().manual_seed(seed)
+    half = torch.as_tensor(cache.indices("train_b"))
+    pick = half[torch.randint(len(half), (n,), generator=gen)]
+    values = cache.props[pick][:, cache.prop_columns(model.properties)].float()
+    cond = model.hparams.get("conditioning", {})
+    P = len(model.properties)
+    keep = torch.rand(n, 1, generator=gen) >= float(cond.get("p_uncond", 0.1))
+    if cond.get("subsets", False) and P > 1:
+        k = torch.randint(1, P + 1, (n, 1), generator=gen)
+        keep = keep & (torch.rand(n, P, generator=gen).argsort(1).argsort(1) < k)
+    counts = torch.as_tensor(cache.num_atoms()[pick.numpy()], dtype=torch.long)
+    return counts, torch.where(keep.expand(n, P), values, float("nan"))
+
+
 def collect_states(model, n_traj: int, steps: int, time_power: float, seed: int, batch_size: int = 100,
-                   driver=None, device: torch.device | str = "cpu", temperature: float = 1.0) -> list[Data]:
+                   driver=None, device: torch.device | str = "cpu", temperature: float = 1.0,
+                   guidance: float | None = None, data_root: str | None = None, dataset: str | None = None) -> list[Data]:
     """Every step's state of ``n_traj`` sampled molecules with the teacher's (``model``'s) two-call answer (see
     module doc). The trajectories are sampled by ``driver`` (one call a step; default: the teacher itself), e.g.
     a student, so that a second round trains on the states the student visits; ``temperature`` is the sampler's
     (of the intermediate classes; the targets are the teacher's probabilities either way). The models must be on
-    ``device``; the states are kept on the CPU."""
+    ``device``; the states are kept on the CPU. A conditional model drives guided trajectories (``guidance``,
+    default its own scale) towards :func:`conditional_targets` and both of its calls are taught (module doc)."""
     diffusion, net = model.diffusion, model.net
     drive = driver.net if driver is not None else net
     device = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
-    counts = sample_num_atoms(n_traj, model.statistics["num_atoms_hist"], None, gen)
+    targets = None
+    if model.properties:
+        counts, targets = conditional_targets(model, n_traj, seed, data_root, dataset)
+        w = float(model.default_guidance_scale if guidance is None else guidance)
+    else:
+        counts = sample_num_atoms(n_traj, model.statistics["num_atoms_hist"], None, gen)
     dev_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(seed)
     states: list[Data] = []
+    props = None  # the current batch's normalised targets [B, P] (conditional models)
+
+    def second_call(fn, g: NoisyGraph, fed: tuple | None, first: tuple | None = None) -> tuple:
+        first = diffusion.denoise(fn, g, fed) if first is None else first
+        return diffusion.self_cond_from(diffusion.denoise(fn, g, diffusion.self_cond_from(first)))
 
     def record(g: NoisyGraph, fed: tuple | None, own: tuple) -> None:
-        first = own if drive is net else diffusion.denoise(net, g, fed)
-        second = diffusion.denoise(net, g, diffusion.self_cond_from(first))
         first_step = fed is None
         if first_step:  # the first step: what the denoiser itself takes for "no previous prediction"
-            fed = (g.pos, g.pos.new_zeros(g.pos.shape[0], diffusion.atom.num_states),
-                   g.pos.new_zeros(g.pos.shape[0], diffusion.charge.num_states),
-                   g.pos.new_zeros(g.edge_index.shape[1], diffusion.bond.num_states))
-        _append(states, g, fed, diffusion.self_cond_from(second), first_step)
+            fed_in = (g.pos, g.pos.new_zeros(g.pos.shape[0], diffusion.atom.num_states),
+                      g.pos.new_zeros(g.pos.shape[0], diffusion.charge.num_states),
+                      g.pos.new_zeros(g.edge_index.shape[1], diffusion.bond.num_states))
+        else:
+            fed_in = fed
+        if props is None:
+            _append(states, g, fed_in, second_call(net, g, fed, own if drive is net else None), first_step)
+        else:
+            for p in (props, torch.full_like(props, float("nan"))):  # the conditional call, then the unconditional one
+                _append(states, g, fed_in, second_call(model.denoiser_fn(p), g, fed), first_step, p)
         bar.update(g.num_graphs)
 
     with torch.no_grad(), tqdm(total=n_traj * steps, desc="states", unit="state") as bar:
         for lo in range(0, n_traj, batch_size):
-            sample(diffusion, drive, counts[lo:lo + batch_size], steps, time_power=time_power, generator=dev_gen,
-                   device=device, step_hook=record, temperature=temperature)
+            if targets is None:
+                sample(diffusion, drive, counts[lo:lo + batch_size], steps, time_power=time_power, generator=dev_gen,
+                       device=device, step_hook=record, temperature=temperature)
+                continue
+            props = model.normalize(targets[lo:lo + batch_size]).to(device)
+            lead = driver or model
+            sample(diffusion, lead.denoiser_fn(None), counts[lo:lo + batch_size], steps, time_power=time_power,
+                   guided_denoiser=lead.denoiser_fn(props), guidance_scale=w, generator=dev_gen, device=device,
+                   step_hook=record, temperature=temperature)
     return states
 
 
@@ -92,10 +145,12 @@ def _host(x):
     return x.cpu() if torch.is_tensor(x) else x
 
 
-def _append(states: list[Data], g: NoisyGraph, fed: tuple, tgt: tuple, first: bool) -> None:
+def _append(states: list[Data], g: NoisyGraph, fed: tuple, tgt: tuple, first: bool,
+            props: torch.Tensor | None = None) -> None:
     if g.pos.device.type != "cpu":  # one copy to the host per step, not one per molecule
         g = NoisyGraph(**{f.name: _host(getattr(g, f.name)) for f in fields(g)})
         fed, tgt = tuple(map(_host, fed)), tuple(map(_host, tgt))
+        props = _host(props)
     ptr = [0, *torch.bincount(g.batch, minlength=g.num_graphs).cumsum(0).tolist()]
     eb = g.batch[g.edge_index[0]]
     grouped = bool((eb[1:] >= eb[:-1]).all())  # PyG batches keep each graph's edges together
@@ -103,6 +158,7 @@ def _append(states: list[Data], g: NoisyGraph, fed: tuple, tgt: tuple, first: bo
     for m in range(g.num_graphs):
         n0, n1 = ptr[m], ptr[m + 1]
         em = slice(eptr[m], eptr[m + 1]) if grouped else eb == m
+        extra = {} if props is None else {"props": props[m:m + 1].clone()}
         states.append(Data(
             pos=g.pos[n0:n1].clone(), atom_types=g.atom_types[n0:n1].clone(), charges=g.charges[n0:n1].clone(),
             edge_index=g.edge_index[:, em] - n0, bond_types=g.bond_types[em].clone(), t=g.t[m:m + 1].clone(),
@@ -110,7 +166,7 @@ def _append(states: list[Data], g: NoisyGraph, fed: tuple, tgt: tuple, first: bo
             sc_pos=fed[0][n0:n1].clone(), sc_a=fed[1][n0:n1].clone(), sc_c=fed[2][n0:n1].clone(),
             sc_b=fed[3][em].half(),
             tgt_pos=tgt[0][n0:n1].clone(), tgt_a=tgt[1][n0:n1].clone(), tgt_c=tgt[2][n0:n1].clone(),
-            tgt_b=tgt[3][em].half(), num_nodes=n1 - n0,
+            tgt_b=tgt[3][em].half(), num_nodes=n1 - n0, **extra,
         ))
 
 
@@ -129,7 +185,12 @@ class DistillModule(L.LightningModule):
         g = NoisyGraph(batch.pos, batch.atom_types, batch.charges, batch.bond_types, batch.edge_index,
                        batch.batch, batch.t, G, rev)
         sc = (batch.sc_pos, batch.sc_a, batch.sc_c, batch.sc_b.float())
-        out = d.loss_terms(g, d.denoise(self.net, g, sc),
+        props = getattr(batch, "props", None)  # a conditional model's targets [G, P] (NaN: not given)
+
+        def net(*args, **kw):
+            return self.net(*args, props=props, **kw)
+
+        out = d.loss_terms(g, d.denoise(net if props is not None else self.net, g, sc),
                            (batch.tgt_pos, batch.tgt_a, batch.tgt_c, batch.tgt_b.float()))
         self.log_dict({k: out[k] for k in ("loss", "pos", "bonds")}, prog_bar=True, batch_size=G)
         return out["loss"]
@@ -203,9 +264,12 @@ def _collect(model, grids: list[str], seed: int, a, device, driver=None) -> tupl
         steps, power, n, temp, repeat = _grid(spec)
         t0 = time.perf_counter()
         got = collect_states(model, n, steps, power, seed + k, batch_size=a.traj_batch, driver=driver, device=device,
-                             temperature=temp)
+                             temperature=temp, guidance=a.guidance, data_root=a.data_root,
+                             dataset=a.dataset)
         meta.append({"teacher": _shown(model.path), "driver": _shown((driver or model).path), "n_traj": n,
                      "steps": steps, "time_power": power, "temperature": temp, "repeat": repeat, "seed": seed + k,
+                     **({"guidance": float(model.default_guidance_scale if a.guidance is None else a.guidance)}
+                        if model.properties else {}),
                      "states": len(got), "seconds": round(time.perf_counter() - t0, 1)})
         print(f"{len(got)} states ({spec}) in {meta[-1]['seconds']} s", flush=True)
         states += got * repeat  # the same Data objects listed again: a weight, no copy
@@ -237,7 +301,13 @@ def main(argv=None) -> int:
                     help="--stage rounds: states of --anchor-ckpt collected once and kept in every round (the same "
                          "STEPS:TIME_POWER:N_TRAJ[:TEMPERATURE[:REPEAT]] specs as --grids)")
     ap.add_argument("--anchor-ckpt", default=None,
-                    help="teacher of the anchor states (default: the shipped undistilled QM9 model, qm9_base)")
+                    help="teacher of the anchor states (default: the shipped undistilled QM9 model, qm9_base; for a "
+                         "conditional --ckpt, that model itself)")
+    ap.add_argument("--guidance", type=float, default=None,
+                    help="a conditional model's guidance scale on its trajectories (default: its own)")
+    ap.add_argument("--data-root", default=None,
+                    help="a conditional model's dataset cache folder (its targets and atom counts; default: data/processed)")
+    ap.add_argument("--dataset", default=None, help="a conditional model's cache name (default: the model's dataset)")
     ap.add_argument("--traj-batch", type=int, default=100, help="trajectories sampled at once (larger on a GPU)")
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--workers", type=int, default=0, help="DataLoader processes of the training stage")
@@ -260,7 +330,10 @@ def main(argv=None) -> int:
     if a.stage == "rounds":
         for spec in a.grids + a.anchor:  # a typo stops the run before any sampling
             _grid(spec)
-        anchor, anchor_meta = _collect(load_model(a.anchor_ckpt or base, device=device), a.anchor, a.seed + 100, a, device)
+        # a conditional model anchors on its own states (the undistilled unconditional model knows no properties)
+        anchor_teacher = load_model(a.anchor_ckpt, device=device) if a.anchor_ckpt else model if model.properties else \
+            load_model(base, device=device)
+        anchor, anchor_meta = _collect(anchor_teacher, a.anchor, a.seed + 100, a, device)
         for r in range(1, a.rounds + 1):
             states, meta = _collect(model, a.grids, a.seed + 10 * r, a, device)
             train_student(model, states + anchor, a, out / f"round{r}", device, meta + anchor_meta)

@@ -83,6 +83,7 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
     full = torch.full((a.n, len(gen.properties)), float("nan"))
     for j, p in enumerate(props):
         full[:, gen.properties.index(p)] = torch.as_tensor(targets[:, j], dtype=torch.float32)
+    grid = {"time_power": a.time_power, "temperature": a.temperature}
     t0, cpu0 = time.time(), time.process_time()
     mols = []
     for k in range(0, a.n, a.batch_size):
@@ -90,16 +91,16 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
         g = torch.Generator().manual_seed(a.seed * 1_000_003 + k)
         cond = gen.denoiser_fn(gen.normalize(full[sl]))
         if guidance == 0:  # the unconditional prediction alone
-            out = sample(gen.diffusion, gen.denoiser_fn(None), counts[sl], steps=a.steps, generator=g)
+            out = sample(gen.diffusion, gen.denoiser_fn(None), counts[sl], steps=a.steps, generator=g, **grid)
         else:
             out = sample(gen.diffusion, gen.denoiser_fn(None), counts[sl], steps=a.steps, guided_denoiser=cond,
-                         guidance_scale=guidance, generator=g, guidance_interval=tuple(a.guidance_interval))
+                         guidance_scale=guidance, generator=g, guidance_interval=tuple(a.guidance_interval), **grid)
         mols += data_to_molecules(out.cpu(), gen.vocab)
     seconds = time.time() - t0
     graphs, kept = molecule_graphs(mols, pred.vocab)
     y = predict_array(pred, graphs)
     quality = evaluate_molecules(mols, None, distribution=False)
-    row = {"properties": props, "guidance_scale": guidance, "guidance_interval": list(a.guidance_interval),
+    row = {"properties": props, "guidance_scale": guidance, "guidance_interval": list(a.guidance_interval), **grid,
            "n": a.n, "steps": a.steps, "seed": a.seed, "n_predicted": len(kept), "strict_mol_stability": quality["mol_stability"],
            "edm_mol_stability": quality["edm_mol_stability"], "connected_validity": quality["connected_validity"],
            "sampling_seconds": round(seconds, 1), "sampling_cpu_seconds": round(time.process_time() - cpu0, 1),
@@ -113,7 +114,8 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
 
 def row_key(props: list[str], guidance: float, a) -> str:
     interval = "" if list(a.guidance_interval) == [0.0, 1.0] else f"|interval={a.guidance_interval[0]:g}-{a.guidance_interval[1]:g}"
-    return f"{'+'.join(props)}|w={guidance:g}{interval}|n={a.n}|steps={a.steps}|seed={a.seed}"
+    grid = "" if (a.time_power, a.temperature) == (1.0, 1.0) else f"|time_power={a.time_power:g}|temperature={a.temperature:g}"
+    return f"{'+'.join(props)}|w={guidance:g}{interval}{grid}|n={a.n}|steps={a.steps}|seed={a.seed}"
 
 
 def print_table(rows: list[dict], units: dict[str, str]) -> None:
@@ -142,6 +144,9 @@ def main(argv=None) -> dict:
     ap.add_argument("--guidance", type=float, nargs="+", default=[1.0])
     ap.add_argument("--guidance-interval", type=float, nargs=2, default=[0.0, 1.0], metavar=("LO", "HI"),
                     help="apply guidance only at diffusion times t in [LO, HI] (default: every step)")
+    ap.add_argument("--time-power", type=float, default=1.0, help="time grid (1: uniform in t; as moldiff-sample's time_power)")
+    ap.add_argument("--temperature", type=float, default=1.0,
+                    help="categorical sampling temperature of the intermediate steps (as moldiff-sample's temperature)")
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--dataset", default="qm9")
@@ -150,6 +155,8 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     if a.n < 1 or a.steps < 1 or a.batch_size < 1:
         ap.error("--n, --steps and --batch-size must be >= 1")
+    if not (a.time_power > 0 and a.temperature > 0):
+        ap.error("--time-power and --temperature must be > 0")
 
     gen = load_model(a.generator or pretrained_path("qm9_conditional"))
     pred = load_property_module(a.predictor)

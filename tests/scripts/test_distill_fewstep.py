@@ -41,6 +41,47 @@ def test_states_hold_the_second_call_on_the_fed_back_first():
         assert not torch.allclose(first[0], b.tgt_pos, atol=1e-6)  # the target is not the first call's answer
 
 
+@pytest.mark.qm9
+def test_conditional_states_teach_both_guidance_calls(data_root):
+    """A conditional model: guided trajectories towards targets of its training half; at every step one state for
+    the conditional call (the trajectory's targets) and one for the unconditional call, each its second call."""
+    mod = _script()
+    model = load_model(pretrained_path("qm9_conditional"))
+    counts, targets = mod.conditional_targets(model, 40, 0, str(data_root), "qm9_first300")
+    assert counts.shape == (40,) and targets.shape == (40, len(model.properties))
+    given = torch.isfinite(targets)
+    assert given.any() and not given.all()  # random subsets, as in training
+    states = mod.collect_states(model, n_traj=2, steps=2, time_power=1.0, seed=0, batch_size=2,
+                                data_root=str(data_root), dataset="qm9_first300")
+    assert len(states) == 2 * 2 * 2  # steps x (conditional, unconditional) x trajectories
+    d = model.diffusion
+    for s in states[:4]:  # the first step: the conditional pair, then the unconditional pair
+        b = Batch.from_data_list([s])
+        assert b.props.shape == (1, len(model.properties))
+        g = NoisyGraph(b.pos, b.atom_types, b.charges, b.bond_types, b.edge_index, b.batch, b.t, 1,
+                       reverse_edge_index(b.edge_index, b.num_nodes))
+        fn = model.denoiser_fn(b.props)
+        with torch.no_grad():
+            second = d.self_cond_from(d.denoise(fn, g, d.self_cond_from(d.denoise(fn, g, None))))
+        torch.testing.assert_close(second[0], b.tgt_pos, atol=1e-4, rtol=0)
+    assert not torch.isfinite(states[2].props).any() and not torch.isfinite(states[3].props).any()
+    assert torch.equal(states[0].pos, states[2].pos)  # the same state, taught for both calls
+
+
+@pytest.mark.qm9
+def test_tiny_conditional_distillation_writes_a_conditional_model(data_root, tmp_path):
+    out = tmp_path / "cd"
+    run_script("distill_fewstep.py", "--stage", "rounds", "--ckpt", str(pretrained_path("qm9_conditional")),
+               "--out", str(out), "--rounds", "1", "--grids", "2:1:2", "--anchor", "3:1:1", "--max-steps", "2",
+               "--batch-size", "4", "--threads", "1", "--data-root", str(data_root), "--dataset", "qm9_first300")
+    model = load_model(out / "round1" / "model.pt")
+    assert model.properties == load_model(pretrained_path("qm9_conditional")).properties
+    record = json.loads((out / "round1" / "record.json").read_text())
+    assert record["states"] == 2 * 2 * 2 + 3 * 1 * 2 and record["states_meta"][0]["guidance"] == 2.0
+    mols = moldiff.load_pretrained(str(out / "round1" / "model.pt")).sample(2, steps=3, conditioning={"gap": 6000.0})
+    assert len(mols) == 2
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_states_are_collected_on_the_gpu_and_kept_on_the_host():
     model = load_model(None, device="cuda")

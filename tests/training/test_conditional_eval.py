@@ -129,3 +129,9 @@ def test_per_property_default_guidance_recorded_at_export(trained):
     bad = run_script("export_pretrained.py", str(gen), "--name", "h", "--hardware", "test", "--wall-time-min", "1", "--property-guidance",
                      "homo=4", "--out-dir", str(tmp), check=False)
     assert bad.returncode != 0 and "with PROP one of ['gap', 'mu']" in bad.stderr
+
+
+def test_eval_conditional_refuses_a_bad_grid():
+    for opt in ("--temperature", "--time-power"):
+        proc = run_script("eval_conditional.py", opt, "0", check=False)
+        assert proc.returncode != 0 and "must be > 0" in proc.stderr
