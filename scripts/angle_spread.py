@@ -13,14 +13,13 @@ the molecule.
 from __future__ import annotations
 
 import argparse
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from moldiff.data.cache import load_cache
-from moldiff.utils.io import atomic_write
+from moldiff.utils.io import write_json
 
 
 def connected_without(adj: np.ndarray, a: int, b: int, skip: int) -> bool:
@@ -90,10 +89,7 @@ def main(argv=None) -> dict:
               f"{r['angle_std_deg']:.2f} | {r['end_distance_std']:.4f} |")
     res = {"dataset": a.dataset, "molecules": a.n, "rows": rows}
     if a.json is not None:
-        a.json.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(a.json) as fh:
-            json.dump(res, fh, indent=1)
-            fh.write("\n")
+        write_json(a.json, res)
     return res
 
 

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import numpy as np
 from moldiff.data.cache import load_cache
 from moldiff.metrics.properties import predict_array
 from moldiff.training.property_module import load_property_module
-from moldiff.utils.io import atomic_write
+from moldiff.utils.io import write_json
 
 #: EDM's predictor MAE on QM9 (Hoogeboom et al. 2022, table 3, "QM9 (lower bound)").
 EDM_PREDICTOR = {"alpha": 0.10, "gap": 64, "homo": 39, "lumo": 36, "mu": 0.043, "Cv": 0.040}
@@ -46,9 +45,7 @@ def main(argv=None) -> dict:
     for p in pred.properties:
         print(f"{p:<10}{pred.units.get(p, ''):<12}{mae[p]:>10.4g}{EDM_PREDICTOR.get(p, float('nan')):>10.4g}")
     if a.json is not None:
-        with atomic_write(a.json) as fh:
-            json.dump(res, fh, indent=1)
-            fh.write("\n")
+        write_json(a.json, res)
     return res
 
 

@@ -93,6 +93,14 @@ def run_script(name: str, *args: str, timeout: int = 300, check: bool = True) ->
     return proc
 
 
+def load_script(name: str):
+    """``scripts/<name>`` imported as a module (its ``main`` not run), to test its functions."""
+    spec = importlib.util.spec_from_file_location(Path(name).stem, REPO / "scripts" / name)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
 TINY_TRAIN = [
     "model=tiny", "data.limit=300", "data.subset=64", "data.batch_size=16", "data.val_size=16",
     "trainer.max_steps=8", "trainer.log_every_n_steps=2", "trainer.enable_progress_bar=false",

@@ -1,4 +1,4 @@
-"""File helpers: atomic writes (a temporary sibling renamed into place), SHA-256 of a file, and
+"""File helpers: atomic writes (a temporary sibling renamed into place, also of a JSON document), SHA-256 of a file, and
 silencing C libraries that print on the process's own stdout/stderr."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import hashlib
+import json
 import os
 import sys
 import tempfile
@@ -40,6 +41,13 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **kwargs) -> Iterator
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
         raise
+
+
+def write_json(path: str | os.PathLike, obj, indent: int = 1) -> None:
+    """Write ``obj`` as indented JSON (with a final newline) through :func:`atomic_write`."""
+    with atomic_write(path) as fh:
+        json.dump(obj, fh, indent=indent)
+        fh.write("\n")
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

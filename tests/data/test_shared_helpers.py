@@ -103,3 +103,17 @@ def test_recipes_and_staleness_checks_do_not_import_rdkit(tmp_path, conformer_sd
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_write_json_is_atomic_and_ends_with_a_newline(tmp_path):
+    import json
+
+    from moldiff.utils.io import write_json
+
+    out = tmp_path / "sub" / "r.json"
+    write_json(out, {"a": [1, 2]})
+    assert out.read_text().endswith("}\n") and json.loads(out.read_text()) == {"a": [1, 2]}
+    with pytest.raises(TypeError):
+        write_json(out, {"a": object()})  # not serialisable: the earlier file stays whole
+    assert json.loads(out.read_text()) == {"a": [1, 2]}
+    assert [p.name for p in out.parent.iterdir()] == ["r.json"]

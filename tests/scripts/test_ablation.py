@@ -30,11 +30,7 @@ def test_ablation_smoke_and_resume(data_root, tmp_path):
 
 
 def test_fp32_variant_sets_the_trainer_precision():
-    import importlib.util
+    from tests.conftest import load_script
 
-    from tests.conftest import REPO
-
-    spec = importlib.util.spec_from_file_location("ablation", REPO / "scripts" / "ablation.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
+    mod = load_script("ablation.py")
     assert mod.VARIANTS["new+fp32"][1] == ["trainer.precision=32-true"]

@@ -1,18 +1,14 @@
 """scripts/angle_spread.py: bond angles grouped by their chemical environment."""
 
-import importlib.util
 import json
 
 import pytest
 
-from tests.conftest import REPO
+from tests.conftest import load_script
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("angle_spread", REPO / "scripts" / "angle_spread.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("angle_spread.py")
 
 
 def test_connected_without():

@@ -1,6 +1,5 @@
 """scripts/distill_fewstep.py: the states hold the teacher's second call; a tiny run writes a loadable model."""
 
-import importlib.util
 import json
 
 import pytest
@@ -11,14 +10,11 @@ import moldiff
 from moldiff.diffusion.joint import NoisyGraph
 from moldiff.training.checkpoint import load_model, pretrained_path
 from moldiff.utils.graph import reverse_edge_index
-from tests.conftest import REPO, run_script
+from tests.conftest import REPO, load_script, run_script
 
 
 def _script():
-    spec = importlib.util.spec_from_file_location("distill_fewstep", REPO / "scripts" / "distill_fewstep.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("distill_fewstep.py")
 
 
 def test_states_hold_the_second_call_on_the_fed_back_first():

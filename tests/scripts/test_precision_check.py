@@ -1,19 +1,14 @@
 """scripts/precision_check.py: the rotation-aligned RMS error of its "aligned" columns."""
 
-import importlib.util
-
 import pytest
 import torch
 
-from tests.conftest import REPO
+from tests.conftest import REPO, load_script
 from moldiff.utils.geometry import zero_com
 
 
 def load():
-    spec = importlib.util.spec_from_file_location("precision_check", REPO / "scripts" / "precision_check.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("precision_check.py")
 
 
 def random_rotation(gen):

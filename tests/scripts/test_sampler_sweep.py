@@ -4,7 +4,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import REPO, run_script
+from tests.conftest import REPO, load_script, run_script
 
 
 def test_sampler_sweep_rows_and_rerun(tmp_path):
@@ -38,13 +38,9 @@ def test_sampler_sweep_self_conditioning_probe(tmp_path):
 
 
 def test_sc_temperature_retempers_the_fed_back_probabilities():
-    import importlib.util
-
     import torch
 
-    spec = importlib.util.spec_from_file_location("sampler_sweep", REPO / "scripts" / "sampler_sweep.py")
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    sweep = load_script("sampler_sweep.py")
     p = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]], dtype=torch.float64)
     assert torch.allclose(sweep.retemper(p, 1.0), p)
     assert torch.allclose(sweep.retemper(p, 0.5), p**2 / (p**2).sum(-1, keepdim=True))
@@ -53,14 +49,10 @@ def test_sc_temperature_retempers_the_fed_back_probabilities():
 
 
 def test_grid_mix_places_steps_by_the_mixed_density():
-    import importlib.util
-
     import pytest
     import torch
 
-    spec = importlib.util.spec_from_file_location("sampler_sweep", REPO / "scripts" / "sampler_sweep.py")
-    sweep = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(sweep)
+    sweep = load_script("sampler_sweep.py")
     from moldiff.sampling.sampler import time_grid
 
     # W = 0 is the time_power=2 grid; W = 1 is uniform in [LO, HI] apart from the first and last jumps
