@@ -52,6 +52,7 @@ from moldiff.diffusion.joint import NoisyGraph
 from moldiff.sampling.prior import sample_num_atoms
 from moldiff.sampling.sampler import sample
 from moldiff.training.checkpoint import SHIPPED, load_model, pretrained_path
+from moldiff.training.module import property_mask
 from moldiff.utils.graph import reverse_edge_index
 from moldiff.utils.io import atomic_write
 
@@ -70,13 +71,10 @@ def conditional_targets(model, n: int, seed: int, data_root: str | None = None,
     pick = half[torch.randint(len(half), (n,), generator=gen)]
     values = cache.props[pick][:, cache.prop_columns(model.properties)].float()
     cond = model.hparams.get("conditioning", {})
-    P = len(model.properties)
-    keep = torch.rand(n, 1, generator=gen) >= float(cond.get("p_uncond", 0.1))
-    if cond.get("subsets", False) and P > 1:
-        k = torch.randint(1, P + 1, (n, 1), generator=gen)
-        keep = keep & (torch.rand(n, P, generator=gen).argsort(1).argsort(1) < k)
+    keep = property_mask(n, len(model.properties), float(cond.get("p_uncond", 0.1)), bool(cond.get("subsets", False)),
+                         generator=gen)
     counts = torch.as_tensor(cache.num_atoms()[pick.numpy()], dtype=torch.long)
-    return counts, torch.where(keep.expand(n, P), values, float("nan"))
+    return counts, torch.where(keep, values, float("nan"))
 
 
 def collect_states(model, n_traj: int, steps: int, time_power: float, seed: int, batch_size: int = 100,

@@ -14,6 +14,20 @@ from moldiff.data.vocab import Vocab
 from moldiff.training.builders import build_denoiser, build_diffusion
 
 
+def property_mask(G: int, P: int, p_uncond: float, subsets: bool, device=None,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
+    """Which of ``P`` properties each of ``G`` molecules is conditioned on ``[G,P]``, as conditional training
+    draws it: none with probability ``p_uncond`` (the guidance null); otherwise all (``subsets=False``), or a
+    random subset whose size is uniform on 1..P (``subsets=True``), so that any combination a user gives at
+    sampling time was seen in training."""
+    keep = torch.rand(G, 1, device=device, generator=generator) >= p_uncond
+    if not subsets or P == 1:
+        return keep.expand(G, P)
+    k = torch.randint(1, P + 1, (G, 1), device=device, generator=generator)
+    rank = torch.rand(G, P, device=device, generator=generator).argsort(dim=1).argsort(dim=1)  # a permutation per row
+    return keep & (rank < k)
+
+
 class NonFiniteLossError(RuntimeError):
     """Raised when the loss becomes NaN/inf; the last good checkpoint is left as it was."""
 
@@ -162,17 +176,9 @@ class DiffusionModule(BudgetScheduleMixin, L.LightningModule):
         return props
 
     def given_mask(self, G: int, device) -> torch.Tensor:
-        """Which properties each molecule is conditioned on in a training step ``[G,P]``: none with
-        probability ``p_uncond`` (the guidance null); otherwise all (``subsets=false``), or with
-        ``subsets=true`` a random subset whose size is uniform on 1..P, so that any combination a user
-        gives at sampling time was seen in training."""
-        P = len(self.properties)
-        keep = torch.rand(G, 1, device=device) >= self.p_uncond
-        if not self.subsets or P == 1:
-            return keep.expand(G, P)
-        k = torch.randint(1, P + 1, (G, 1), device=device)
-        rank = torch.rand(G, P, device=device).argsort(dim=1).argsort(dim=1)  # a random permutation per row
-        return keep & (rank < k)
+        """Which properties each molecule is conditioned on in a training step ``[G,P]``
+        (:func:`property_mask` with this model's ``p_uncond`` and ``subsets``)."""
+        return property_mask(G, len(self.properties), self.p_uncond, self.subsets, device)
 
     def _step(self, batch, stage: str) -> torch.Tensor:
         props = self._props_for(batch)
