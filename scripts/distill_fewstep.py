@@ -23,7 +23,8 @@ A conditional model (one trained with property conditioning, e.g. the shipped ``
 distilled the same way on the states of guided sampling (``--guidance``, default: the model's own scale): each
 trajectory takes the atom count and the properties of a molecule of the half of the training split the model
 was trained on, a random subset of them given (none with the model's unconditional probability), as in its
-training; at every step both of the guidance's calls are taught, the conditional one (with the trajectory's
+training, or exactly the properties named by ``--given`` (e.g. ``--given mu --guidance 4``: the states of sampling
+with mu alone given, at the scale the model uses for it); at every step both of the guidance's calls are taught, the conditional one (with the trajectory's
 targets) and the unconditional one, each its own second call.
 
 Both stages run on a GPU when there is one (``--device``; ``--precision bf16-mixed`` for the training stage);
@@ -58,41 +59,51 @@ from moldiff.utils.io import atomic_write
 
 
 def conditional_targets(model, n: int, seed: int, data_root: str | None = None,
-                        dataset: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+                        dataset: str | None = None, given: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Atom counts ``[n]`` and raw property targets ``[n, P]`` (NaN: not given) for the trajectories of a
     conditional model: molecules of the half of the training split it was trained on (``train_b``, EDM's
     protocol), each with a random subset of its properties given as in training (none with probability
-    ``p_uncond``; ``subsets``: a subset whose size is uniform on 1..P)."""
+    ``p_uncond``; ``subsets``: a subset whose size is uniform on 1..P), or, with ``given``, exactly those
+    properties on every trajectory (e.g. ``["mu"]``: the states of sampling with mu alone given)."""
     from moldiff.data.cache import load_cache
 
+    props = list(model.properties)
+    unknown = [p for p in (given or []) if p not in props]
+    if unknown:
+        raise ValueError(f"--given {' '.join(unknown)}: not a property of this model (it takes {', '.join(props)})")
     cache = load_cache(dataset or model.dataset or "qm9", data_root)
     gen = torch.Generator().manual_seed(seed)
     half = torch.as_tensor(cache.indices("train_b"))
     pick = half[torch.randint(len(half), (n,), generator=gen)]
-    values = cache.props[pick][:, cache.prop_columns(model.properties)].float()
-    cond = model.hparams.get("conditioning", {})
-    keep = property_mask(n, len(model.properties), float(cond.get("p_uncond", 0.1)), bool(cond.get("subsets", False)),
-                         generator=gen)
+    values = cache.props[pick][:, cache.prop_columns(props)].float()
+    if given:
+        keep = torch.tensor([p in given for p in props]).expand(n, len(props))
+    else:
+        cond = model.hparams.get("conditioning", {})
+        keep = property_mask(n, len(props), float(cond.get("p_uncond", 0.1)), bool(cond.get("subsets", False)),
+                             generator=gen)
     counts = torch.as_tensor(cache.num_atoms()[pick.numpy()], dtype=torch.long)
     return counts, torch.where(keep, values, float("nan"))
 
 
 def collect_states(model, n_traj: int, steps: int, time_power: float, seed: int, batch_size: int = 100,
                    driver=None, device: torch.device | str = "cpu", temperature: float = 1.0,
-                   guidance: float | None = None, data_root: str | None = None, dataset: str | None = None) -> list[Data]:
+                   guidance: float | None = None, data_root: str | None = None, dataset: str | None = None,
+                   given: list[str] | None = None) -> list[Data]:
     """Every step's state of ``n_traj`` sampled molecules with the teacher's (``model``'s) two-call answer (see
     module doc). The trajectories are sampled by ``driver`` (one call a step; default: the teacher itself), e.g.
     a student, so that a second round trains on the states the student visits; ``temperature`` is the sampler's
     (of the intermediate classes; the targets are the teacher's probabilities either way). The models must be on
     ``device``; the states are kept on the CPU. A conditional model drives guided trajectories (``guidance``,
-    default its own scale) towards :func:`conditional_targets` and both of its calls are taught (module doc)."""
+    default its own scale) towards :func:`conditional_targets` (``given``: exactly these properties) and both of its
+    calls are taught (module doc)."""
     diffusion, net = model.diffusion, model.net
     drive = driver.net if driver is not None else net
     device = torch.device(device)
     gen = torch.Generator().manual_seed(seed)
     targets = None
     if model.properties:
-        counts, targets = conditional_targets(model, n_traj, seed, data_root, dataset)
+        counts, targets = conditional_targets(model, n_traj, seed, data_root, dataset, given)
         w = float(model.default_guidance_scale if guidance is None else guidance)
     else:
         counts = sample_num_atoms(n_traj, model.statistics["num_atoms_hist"], None, gen)
@@ -263,11 +274,12 @@ def _collect(model, grids: list[str], seed: int, a, device, driver=None) -> tupl
         t0 = time.perf_counter()
         got = collect_states(model, n, steps, power, seed + k, batch_size=a.traj_batch, driver=driver, device=device,
                              temperature=temp, guidance=a.guidance, data_root=a.data_root,
-                             dataset=a.dataset)
+                             dataset=a.dataset, given=a.given)
         meta.append({"teacher": _shown(model.path), "driver": _shown((driver or model).path), "n_traj": n,
                      "steps": steps, "time_power": power, "temperature": temp, "repeat": repeat, "seed": seed + k,
                      **({"guidance": float(model.default_guidance_scale if a.guidance is None else a.guidance)}
                         if model.properties else {}),
+                     **({"given": list(a.given)} if model.properties and a.given else {}),
                      "states": len(got), "seconds": round(time.perf_counter() - t0, 1)})
         print(f"{len(got)} states ({spec}) in {meta[-1]['seconds']} s", flush=True)
         states += got * repeat  # the same Data objects listed again: a weight, no copy
@@ -303,6 +315,9 @@ def main(argv=None) -> int:
                          "conditional --ckpt, that model itself)")
     ap.add_argument("--guidance", type=float, default=None,
                     help="a conditional model's guidance scale on its trajectories (default: its own)")
+    ap.add_argument("--given", nargs="+", default=None, metavar="PROP",
+                    help="a conditional model's trajectories give exactly these properties (default: a random subset "
+                         "per trajectory, as in training), e.g. --given mu --guidance 4: the states of mu alone")
     ap.add_argument("--data-root", default=None,
                     help="a conditional model's dataset cache folder (its targets and atom counts; default: data/processed)")
     ap.add_argument("--dataset", default=None, help="a conditional model's cache name (default: the model's dataset)")
@@ -325,6 +340,10 @@ def main(argv=None) -> int:
                           "cpu" if a.device == "auto" else a.device)
     base = str(pretrained_path(SHIPPED["qm9_base"]))  # the undistilled model: the default teacher and anchor
     model = load_model(a.ckpt or base, device=device)
+    if a.given and not model.properties:
+        ap.error(f"--given: {a.ckpt or base} is not a conditional model (it takes no properties)")
+    if a.given:
+        conditional_targets(model, 0, 0, a.data_root, a.dataset, a.given)  # an unknown property stops the run here
     if a.stage == "rounds":
         for spec in a.grids + a.anchor:  # a typo stops the run before any sampling
             _grid(spec)

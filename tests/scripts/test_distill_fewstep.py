@@ -65,6 +65,24 @@ def test_conditional_states_teach_both_guidance_calls(data_root):
 
 
 @pytest.mark.qm9
+def test_given_properties_are_the_only_ones_on_every_trajectory(data_root):
+    mod = _script()
+    model = load_model(pretrained_path("qm9_conditional"))
+    _, targets = mod.conditional_targets(model, 30, 0, str(data_root), "qm9_first300", given=["mu"])
+    mu = list(model.properties).index("mu")
+    assert torch.isfinite(targets[:, mu]).all()
+    assert not torch.isfinite(torch.cat([targets[:, :mu], targets[:, mu + 1:]], 1)).any()
+    with pytest.raises(ValueError, match="--given dipole: not a property of this model"):
+        mod.conditional_targets(model, 3, 0, str(data_root), "qm9_first300", given=["dipole"])
+
+
+def test_given_needs_a_conditional_model(tmp_path):
+    proc = run_script("distill_fewstep.py", "--stage", "states", "--given", "mu", "--out", str(tmp_path / "x"),
+                      check=False)
+    assert proc.returncode != 0 and "is not a conditional model" in proc.stderr
+
+
+@pytest.mark.qm9
 def test_tiny_conditional_distillation_writes_a_conditional_model(data_root, tmp_path):
     out = tmp_path / "cd"
     run_script("distill_fewstep.py", "--stage", "rounds", "--ckpt", str(pretrained_path("qm9_conditional")),
