@@ -29,6 +29,14 @@ and the training minutes of both are added up):
   python scripts/export_pretrained.py u2/model.pt --name qm9_default \
       --chunk-records u1/record.json u2/record.json --warm-started-from moldiff/pretrained/qm9_default.pt
 
+A model distilled in several rounds of ``scripts/distill_fewstep.py`` (each round's ``record.json``: its states,
+optimizer steps and minutes) gets them listed with ``--round-records``, in order; the model's wall time becomes all
+the rounds' minutes, states collection included:
+
+  python scripts/export_pretrained.py d/round3/model.pt --name qm9_conditional --guidance-scale 2 \
+      --property-guidance mu=4 --round-records d/round1/record.json d/round2/record.json d/round3/record.json \
+      --warm-started-from moldiff/pretrained/qm9_conditional.pt
+
 Writes <name>.pt (state_dict of the EMA net + hyper-parameters; fp16 with --half) and <name>.json
 (file, sha256, training record). The loader checks the sha256 and loads with weights_only=True.
 """
@@ -84,6 +92,8 @@ def main(argv=None) -> None:
     ap.add_argument("--recipe", default=None, help="how it was trained (default for a checkpoint: experiment=qm9_cpu)")
     ap.add_argument("--chunk-records", type=Path, nargs="+", default=[], metavar="RECORD_JSON",
                     help="record.json of each scripts/gpu_train.sh chunk of this run, in order")
+    ap.add_argument("--round-records", type=Path, nargs="+", default=[], metavar="RECORD_JSON",
+                    help="record.json of each scripts/distill_fewstep.py round that made this model, in order")
     ap.add_argument("--warm-started-from", type=Path, default=None, metavar="MODEL_PT",
                     help="the exported model file this run was warm-started from")
     ap.add_argument("--out-dir", type=Path, default=OUT)
@@ -151,6 +161,8 @@ def main(argv=None) -> None:
         chunks = [read_json(p, "--chunk-records") for p in a.chunk_records]
         record["molecules_per_second"] = {f"chunk{k + 1}": c.get("molecules_per_second") for k, c in enumerate(chunks)}
         record["chunk_minutes"] = [c.get("chunk_minutes") for c in chunks]
+    if a.round_records:
+        record.update(rounds_record([read_json(p, "--round-records") for p in a.round_records]))
     if a.warm_started_from:
         record.update(warm_start_record(a.warm_started_from, record.get("wall_time_min")))
     out = {"state_dict": state, "hyper_parameters": hparams, "training_record": record}
@@ -175,6 +187,21 @@ def read_json(path: Path, option: str) -> dict:
         return json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise SystemExit(f"{option} {path}: not a readable JSON file ({exc})") from None
+
+
+def rounds_record(rounds: list[dict]) -> dict:
+    """``distillation_rounds`` (each round's teacher, start, states, optimizer steps and minutes) and
+    ``wall_time_min`` (all of them, the collection of the states included)."""
+    listed = []
+    for r in rounds:
+        meta = r.get("states_meta", [])
+        listed.append({"teacher": r.get("teacher"), "init": r.get("init"), "states": r.get("states"),
+                       "states_minutes": round(sum(m.get("seconds", 0.0) for m in meta) / 60, 1),
+                       "train_minutes": r.get("wall_time_min"), "optimizer_steps": r.get("optimizer_steps"),
+                       "batch_size": r.get("batch_size"), "device": r.get("device"), "threads": r.get("threads"),
+                       "states_meta": meta})
+    total = sum((r["states_minutes"] or 0.0) + (r["train_minutes"] or 0.0) for r in listed)
+    return {"distillation_rounds": listed, "wall_time_min": round(total, 1)}
 
 
 def warm_start_record(path: Path, wall_time_min: float | None) -> dict:

@@ -1,6 +1,9 @@
 """scripts/distill_fewstep.py: the states hold the teacher's second call; a tiny run writes a loadable model."""
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -94,6 +97,23 @@ def test_tiny_conditional_distillation_writes_a_conditional_model(data_root, tmp
     assert record["states"] == 2 * 2 * 2 + 3 * 1 * 2 and record["states_meta"][0]["guidance"] == 2.0
     mols = moldiff.load_pretrained(str(out / "round1" / "model.pt")).sample(2, steps=3, conditioning={"gap": 6000.0})
     assert len(mols) == 2
+
+
+@pytest.mark.qm9
+def test_conditional_distillation_script_runs_its_two_rounds(data_root, tmp_path):
+    """scripts/distill_conditional.sh, every size and time 100 times smaller, on the small cache."""
+    out, start = tmp_path / "dc", pretrained_path("qm9_conditional")
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "distill_conditional.sh"), str(start), str(out),
+                           "--max-steps", "1", "--batch-size", "4", "--threads", "1", "--data-root", str(data_root),
+                           "--dataset", "qm9_first300"], env={**os.environ, "SCALE": "0.01", "PYTHON": sys.executable},
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert load_model(out / "model.pt").properties == load_model(start).properties
+    r2 = json.loads((out / "round2" / "record.json").read_text())
+    assert [m["guidance"] for m in r2["states_meta"]] == [4.0, 2.0] and r2["init"].endswith("round1/model.pt")
+    assert r2["states_meta"][0]["driver"].endswith("round1/model.pt")
+    r1 = json.loads((out / "round1" / "record.json").read_text())
+    assert [(m["steps"], m["n_traj"]) for m in r1["states_meta"]] == [(50, 4), (100, 2)]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")

@@ -94,6 +94,24 @@ def test_cli_checkpoint_weights_only_and_resume(tiny_ckpt, data_root, tmp_path):
     first = json.loads((tmp_path / "m.json").read_text())
     assert third["warm_started_from"] == {"sha256": first["sha256"], **first["training_record"]}
     assert third["total_training_min"] == pytest.approx(2 * record["wall_time_min"])
+    # a model distilled in rounds lists each round's record, and its wall time is all of theirs
+    rounds = []
+    for k, (secs, minutes) in enumerate([(120.0, 25.0), (60.0, 12.0)]):
+        rounds.append(tmp_path / f"round{k}.json")
+        rounds[-1].write_text(json.dumps({"teacher": "t.pt", "init": "t.pt", "states": 10, "optimizer_steps": 7,
+                                          "wall_time_min": minutes, "states_meta": [{"seconds": secs}]}))
+    run_script("export_pretrained.py", str(tmp_path / "m2.pt"), "--name", "m4", "--out-dir", str(tmp_path),
+               "--round-records", *map(str, rounds), "--warm-started-from", str(tmp_path / "m.pt"))
+    fourth = json.loads((tmp_path / "m4.json").read_text())["training_record"]
+    assert [r["train_minutes"] for r in fourth["distillation_rounds"]] == [25.0, 12.0]
+    assert [r["states_minutes"] for r in fourth["distillation_rounds"]] == [2.0, 1.0]
+    assert fourth["wall_time_min"] == 40.0
+    assert fourth["total_training_min"] == pytest.approx(40.0 + record["wall_time_min"])
+    bad = tmp_path / "bad.json"
+    bad.write_text("{")
+    proc = run_script("export_pretrained.py", str(tmp_path / "m2.pt"), "--name", "m5", "--out-dir", str(tmp_path),
+                      "--round-records", str(bad), check=False)
+    assert proc.returncode != 0 and f"--round-records {bad}: not a readable JSON file" in proc.stderr
 
 
 def test_ckpt_path_missing_is_a_clear_error(data_root, tmp_path):
