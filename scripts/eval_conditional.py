@@ -170,20 +170,21 @@ def main(argv=None) -> dict:
     cache = load_cache(a.dataset, a.data_root)  # a dataset name or a cache folder name under the data root
     done: dict = {}
     if a.json is not None and a.json.exists():
-        done = {r["key"]: r for r in json.loads(a.json.read_text()).get("rows", [])}
+        # a row is one setting of one generator: another generator's rows of the same setting are kept beside it
+        done = {(r["key"], r.get("generator")): r for r in json.loads(a.json.read_text()).get("rows", [])}
     rows = []
     for props in sets:
         for w in a.guidance:
             key = row_key(props, w, a)
-            if key in done and done[key].get("generator") == gen.path:
-                rows.append(done[key])
+            if (key, gen.path) in done:
+                rows.append(done[key, gen.path])
                 continue
             row = {"key": key, **run_row(gen, pred, cache, props, w, a), "generator": gen.path,
                    "predictor": a.predictor or "shipped qm9_predictor"}
             rows.append(row)
             print(json.dumps(row), flush=True)
             if a.json is not None:
-                done[key] = row
+                done[key, gen.path] = row
                 a.json.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_write(a.json) as fh:
                     json.dump({"rows": list(done.values()), "published": PUBLISHED,

@@ -3,6 +3,7 @@ a generator trained on property subsets, the conditional evaluation script, cond
 subset of targets, and ``moldiff-evaluate predict=true``."""
 
 import json
+import shutil
 
 import pytest
 import torch
@@ -51,6 +52,13 @@ def test_eval_conditional_rows_and_joint(trained):
     # a rerun with the same settings reuses the finished rows
     again = run_script("eval_conditional.py", *common, "--guidance", "0", "2", "--json", str(out))
     assert not any(line.startswith('{"key"') for line in again.stdout.splitlines())
+    # another generator's row of the same setting is added beside it, not in its place
+    other = tmp / "gen_copy.ckpt"
+    shutil.copy(gen, other)
+    run_script("eval_conditional.py", *common, "--generator", str(other), "--properties", "gap", "--guidance", "0",
+               "--json", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert len(rows) == 5 and [r["generator"] for r in rows if r["key"] == rows[0]["key"]] == [str(gen), str(other)]
     joint = tmp / "joint.json"
     run_script("eval_conditional.py", *common, "--joint", "gap", "mu", "--json", str(joint))
     (row,) = json.loads(joint.read_text())["rows"]
