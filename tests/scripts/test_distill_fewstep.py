@@ -100,7 +100,7 @@ def test_tiny_conditional_distillation_writes_a_conditional_model(data_root, tmp
 
 
 @pytest.mark.qm9
-def test_conditional_distillation_script_runs_its_two_rounds(data_root, tmp_path):
+def test_conditional_distillation_script_runs_its_three_rounds(data_root, tmp_path):
     """scripts/distill_conditional.sh, every size and time 100 times smaller, on the small cache."""
     out, start = tmp_path / "dc", pretrained_path("qm9_conditional")
     proc = subprocess.run(["bash", str(REPO / "scripts" / "distill_conditional.sh"), str(start), str(out),
@@ -114,6 +114,9 @@ def test_conditional_distillation_script_runs_its_two_rounds(data_root, tmp_path
     assert r2["states_meta"][0]["driver"].endswith("round1/model.pt")
     r1 = json.loads((out / "round1" / "record.json").read_text())
     assert [(m["steps"], m["n_traj"]) for m in r1["states_meta"]] == [(50, 4), (100, 2)]
+    r3 = json.loads((out / "round3" / "record.json").read_text())
+    assert [m.get("given") for m in r3["states_meta"]] == [["mu"], None] and r3["teacher"] == r1["teacher"]
+    assert r3["init"].endswith("round2/model.pt") and r3["states_meta"][0]["driver"].endswith("round2/model.pt")
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
