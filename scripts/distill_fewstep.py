@@ -24,8 +24,8 @@ distilled the same way on the states of guided sampling (``--guidance``, default
 trajectory takes the atom count and the properties of a molecule of the half of the training split the model
 was trained on, a random subset of them given (none with the model's unconditional probability), as in its
 training, or exactly the properties named by ``--given`` (e.g. ``--given mu --guidance 4``: the states of sampling
-with mu alone given, at the scale the model uses for it); at every step both of the guidance's calls are taught, the conditional one (with the trajectory's
-targets) and the unconditional one, each its own second call.
+with mu alone given, at the scale the model uses for it); at every step both of the guidance's calls are taught,
+the conditional one (with the trajectory's targets) and the unconditional one, each its own second call.
 
 Both stages run on a GPU when there is one (``--device``; ``--precision bf16-mixed`` for the training stage);
 the states are kept on the host either way.
@@ -58,8 +58,8 @@ from moldiff.utils.graph import reverse_edge_index
 from moldiff.utils.io import atomic_write
 
 
-def conditional_targets(model, n: int, seed: int, data_root: str | None = None,
-                        dataset: str | None = None, given: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def conditional_targets(model, n: int, seed: int, data_root: str | None = None, dataset: str | None = None,
+                        given: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Atom counts ``[n]`` and raw property targets ``[n, P]`` (NaN: not given) for the trajectories of a
     conditional model: molecules of the half of the training split it was trained on (``train_b``, EDM's
     protocol), each with a random subset of its properties given as in training (none with probability
@@ -343,7 +343,10 @@ def main(argv=None) -> int:
     if a.given and not model.properties:
         ap.error(f"--given: {a.ckpt or base} is not a conditional model (it takes no properties)")
     if a.given:
-        conditional_targets(model, 0, 0, a.data_root, a.dataset, a.given)  # an unknown property stops the run here
+        try:  # an unknown property stops the run here, before any sampling
+            conditional_targets(model, 0, 0, a.data_root, a.dataset, a.given)
+        except ValueError as exc:
+            ap.error(str(exc))
     if a.stage == "rounds":
         for spec in a.grids + a.anchor:  # a typo stops the run before any sampling
             _grid(spec)

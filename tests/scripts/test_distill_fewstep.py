@@ -83,6 +83,9 @@ def test_given_needs_a_conditional_model(tmp_path):
     proc = run_script("distill_fewstep.py", "--stage", "states", "--given", "mu", "--out", str(tmp_path / "x"),
                       check=False)
     assert proc.returncode != 0 and "is not a conditional model" in proc.stderr
+    proc = run_script("distill_fewstep.py", "--stage", "states", "--ckpt", str(pretrained_path("qm9_conditional")),
+                      "--given", "dipole", "--out", str(tmp_path / "y"), check=False)
+    assert proc.returncode == 2 and "--given dipole: not a property of this model" in proc.stderr
 
 
 @pytest.mark.qm9
