@@ -18,10 +18,10 @@ start="${1:?usage: distill_conditional.sh START OUT [distill_fewstep.py options]
 out="${2:?usage: distill_conditional.sh START OUT [distill_fewstep.py options]}"
 shift 2
 root="$(cd "$(dirname "$0")/.." && pwd)"
-py="${PYTHON:-$root/.venv/bin/python}"
-[ -x "$py" ] || py=python
-n() { "$py" -c "print(max(2, round($1 * ${SCALE:-1})))"; }
-m() { "$py" -c "print(round($1 * ${SCALE:-1}, 3))"; }
+[ -z "${PYTHON:-}" ] && [ -x "$root/.venv/bin/python" ] && export PYTHON="$root/.venv/bin/python"
+source "$root/scripts/gpu_env.sh"  # $py; on a bare GPU machine, hydra from the wheel folder and the repo on the path
+n() { scaled_count "$1"; }
+m() { scaled "$1"; }
 d() { "$py" "$root/scripts/distill_fewstep.py" "$@"; }
 mkdir -p "$out"
 

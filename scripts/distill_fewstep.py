@@ -58,6 +58,13 @@ from moldiff.utils.graph import reverse_edge_index
 from moldiff.utils.io import atomic_write
 
 
+def check_given(props: list[str], given: list[str] | None) -> None:
+    """``--given`` must name properties the model conditions on."""
+    unknown = [p for p in (given or []) if p not in props]
+    if unknown:
+        raise ValueError(f"--given {' '.join(unknown)}: not a property of this model (it takes {', '.join(props)})")
+
+
 def conditional_targets(model, n: int, seed: int, data_root: str | None = None, dataset: str | None = None,
                         given: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Atom counts ``[n]`` and raw property targets ``[n, P]`` (NaN: not given) for the trajectories of a
@@ -68,9 +75,7 @@ def conditional_targets(model, n: int, seed: int, data_root: str | None = None, 
     from moldiff.data.cache import load_cache
 
     props = list(model.properties)
-    unknown = [p for p in (given or []) if p not in props]
-    if unknown:
-        raise ValueError(f"--given {' '.join(unknown)}: not a property of this model (it takes {', '.join(props)})")
+    check_given(props, given)
     cache = load_cache(dataset or model.dataset or "qm9", data_root)
     gen = torch.Generator().manual_seed(seed)
     half = torch.as_tensor(cache.indices("train_b"))
@@ -340,11 +345,11 @@ def main(argv=None) -> int:
                           "cpu" if a.device == "auto" else a.device)
     base = str(pretrained_path(SHIPPED["qm9_base"]))  # the undistilled model: the default teacher and anchor
     model = load_model(a.ckpt or base, device=device)
-    if a.given and not model.properties:
-        ap.error(f"--given: {a.ckpt or base} is not a conditional model (it takes no properties)")
-    if a.given:
-        try:  # an unknown property stops the run here, before any sampling
-            conditional_targets(model, 0, 0, a.data_root, a.dataset, a.given)
+    if a.given:  # a wrong --given stops the run here, before any sampling
+        if not model.properties:
+            ap.error(f"--given: {a.ckpt or base} is not a conditional model (it takes no properties)")
+        try:
+            check_given(list(model.properties), a.given)
         except ValueError as exc:
             ap.error(str(exc))
     if a.stage == "rounds":

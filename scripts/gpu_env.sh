@@ -18,9 +18,11 @@ case ":${PYTHONPATH:-}:" in
   *) export PYTHONPATH="$root${PYTHONPATH:+:$PYTHONPATH}" ;;
 esac
 
-# Helpers of the window scripts: `scaled X` prints X * $SCALE (dry runs), `start_gpu_monitor FILE` appends
-# `nvidia-smi dmon` readings to FILE in the background (its pid in $dmon) when there is a GPU.
+# Helpers of the window scripts: `scaled X` prints X * $SCALE (dry runs), `scaled_count N` the same rounded to a
+# count of at least 2, `start_gpu_monitor FILE` appends `nvidia-smi dmon` readings to FILE in the background (its
+# pid in $dmon) when there is a GPU.
 scaled() { "$py" -c "print(round($1 * ${SCALE:-1}, 3))"; }
+scaled_count() { "$py" -c "print(max(2, round($1 * ${SCALE:-1})))"; }
 start_gpu_monitor() {
   if command -v nvidia-smi >/dev/null && nvidia-smi >/dev/null 2>&1; then
     nvidia-smi dmon -s um -d 10 >>"$1" 2>&1 &

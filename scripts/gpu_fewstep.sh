@@ -21,7 +21,7 @@ work="${WORK:-${TMPDIR:-/tmp}/moldiff-fewstep}"
 rm -rf "$work" && mkdir -p "$work"
 cd "$root"
 source scripts/gpu_env.sh
-n() { "$py" -c "print(max(2, round($1 * ${SCALE:-1})))"; }
+n() { scaled_count "$1"; }
 start_gpu_monitor "$out/gpu_use.txt"
 
 mkdir -p "$work/g"
