@@ -55,7 +55,7 @@ from moldiff.sampling.sampler import sample
 from moldiff.training.checkpoint import SHIPPED, load_model, pretrained_path
 from moldiff.training.module import property_mask
 from moldiff.utils.graph import reverse_edge_index
-from moldiff.utils.io import atomic_write
+from moldiff.utils.io import atomic_write, shown_path
 
 
 def check_given(props: list[str], given: list[str] | None) -> None:
@@ -149,12 +149,6 @@ def collect_states(model, n_traj: int, steps: int, time_power: float, seed: int,
     return states
 
 
-def _shown(path) -> str:
-    """A model's path as records show it: relative to the working folder when under it (no machine's layout)."""
-    p = Path(path).resolve()
-    return str(p.relative_to(Path.cwd())) if p.is_relative_to(Path.cwd()) else str(path)
-
-
 def _host(x):
     return x.cpu() if torch.is_tensor(x) else x
 
@@ -238,7 +232,7 @@ def train_student(model, states: list[Data], a, out: Path, device: torch.device,
     seconds = time.perf_counter() - t0
     ckpt = torch.load(model.path, map_location="cpu", weights_only=True)
     state = {f"net.{k}": v.detach().cpu().clone() for k, v in module.net.state_dict().items()}
-    record = {"teacher": _shown(model.path), "init": _shown(init.path) if init else _shown(model.path),
+    record = {"teacher": shown_path(model.path), "init": shown_path(init.path) if init else shown_path(model.path),
               "states_meta": sources, "states": len(states), "optimizer_steps": trainer.global_step,
               "batch_size": a.batch_size, "lr": a.lr, "ema": a.ema, "workers": a.workers,
               "wall_time_min": round(seconds / 60, 2), "states_per_second": round(trainer.global_step * a.batch_size
@@ -280,7 +274,7 @@ def _collect(model, grids: list[str], seed: int, a, device, driver=None) -> tupl
         got = collect_states(model, n, steps, power, seed + k, batch_size=a.traj_batch, driver=driver, device=device,
                              temperature=temp, guidance=a.guidance, data_root=a.data_root,
                              dataset=a.dataset, given=a.given)
-        meta.append({"teacher": _shown(model.path), "driver": _shown((driver or model).path), "n_traj": n,
+        meta.append({"teacher": shown_path(model.path), "driver": shown_path((driver or model).path), "n_traj": n,
                      "steps": steps, "time_power": power, "temperature": temp, "repeat": repeat, "seed": seed + k,
                      **({"guidance": float(model.default_guidance_scale if a.guidance is None else a.guidance)}
                         if model.properties else {}),

@@ -38,7 +38,7 @@ from moldiff.metrics.properties import molecule_graphs, predict_array
 from moldiff.sampling.sampler import sample
 from moldiff.training.checkpoint import load_model, pretrained_path
 from moldiff.training.property_module import load_property_module
-from moldiff.utils.io import atomic_write
+from moldiff.utils.io import atomic_write, shown_path
 
 #: Published MAE rows (EDM protocol; units as in the table): EDM (Hoogeboom et al. 2022, table 3),
 #: GeoLDM (Xu et al. 2023), GeoBFN (Song et al. 2024); and the baselines EDM reported.
@@ -171,20 +171,25 @@ def main(argv=None) -> dict:
     done: dict = {}
     if a.json is not None and a.json.exists():
         # a row is one setting of one generator: another generator's rows of the same setting are kept beside it
-        done = {(r["key"], r.get("generator")): r for r in json.loads(a.json.read_text()).get("rows", [])}
+        # (generator paths shown relative to the working folder; rows of older files may name them absolute)
+        for r in json.loads(a.json.read_text()).get("rows", []):
+            if r.get("generator"):
+                r["generator"] = shown_path(r["generator"])
+            done[r["key"], r.get("generator")] = r
+    generator = shown_path(gen.path)
     rows = []
     for props in sets:
         for w in a.guidance:
             key = row_key(props, w, a)
-            if (key, gen.path) in done:
-                rows.append(done[key, gen.path])
+            if (key, generator) in done:
+                rows.append(done[key, generator])
                 continue
-            row = {"key": key, **run_row(gen, pred, cache, props, w, a), "generator": gen.path,
+            row = {"key": key, **run_row(gen, pred, cache, props, w, a), "generator": generator,
                    "predictor": a.predictor or "shipped qm9_predictor"}
             rows.append(row)
             print(json.dumps(row), flush=True)
             if a.json is not None:
-                done[key, gen.path] = row
+                done[key, generator] = row
                 a.json.parent.mkdir(parents=True, exist_ok=True)
                 with atomic_write(a.json) as fh:
                     json.dump({"rows": list(done.values()), "published": PUBLISHED,

@@ -1,5 +1,5 @@
-"""File helpers: atomic writes (a temporary sibling renamed into place, also of a JSON document), SHA-256 of a file, and
-silencing C libraries that print on the process's own stdout/stderr."""
+"""File helpers: atomic writes (a temporary sibling renamed into place, also of a JSON document), SHA-256 of a file, a
+path as records show it, and silencing C libraries that print on the process's own stdout/stderr."""
 
 from __future__ import annotations
 
@@ -48,6 +48,14 @@ def write_json(path: str | os.PathLike, obj, indent: int = 1) -> None:
     with atomic_write(path) as fh:
         json.dump(obj, fh, indent=indent)
         fh.write("\n")
+
+
+def shown_path(path: str | os.PathLike) -> str:
+    """``path`` as result files record it: relative to the working folder when under it (no machine's layout), else as
+    given."""
+    p = Path(path).resolve()
+    cwd = Path.cwd().resolve()
+    return str(p.relative_to(cwd)) if p.is_relative_to(cwd) else str(path)
 
 
 def file_sha256(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

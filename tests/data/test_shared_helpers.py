@@ -117,3 +117,14 @@ def test_write_json_is_atomic_and_ends_with_a_newline(tmp_path):
         write_json(out, {"a": object()})  # not serialisable: the earlier file stays whole
     assert json.loads(out.read_text()) == {"a": [1, 2]}
     assert [p.name for p in out.parent.iterdir()] == ["r.json"]
+
+
+def test_shown_path_is_relative_under_the_working_folder(tmp_path, monkeypatch):
+    from moldiff.utils.io import shown_path
+
+    (tmp_path / "runs").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert shown_path(tmp_path / "runs" / "m.pt") == "runs/m.pt"
+    assert shown_path("runs/m.pt") == "runs/m.pt"
+    elsewhere = tmp_path.parent / "other.pt"
+    assert shown_path(elsewhere) == str(elsewhere)
