@@ -34,7 +34,7 @@ optimizer steps and minutes) gets them listed with ``--round-records``, in order
 the rounds' minutes, states collection included:
 
   python scripts/export_pretrained.py d/round3/model.pt --name qm9_conditional --guidance-scale 2 \
-      --property-guidance mu=4 --round-records d/round1/record.json d/round2/record.json d/round3/record.json \
+      --property-guidance mu=4,0.3,1 --round-records d/round1/record.json d/round2/record.json d/round3/record.json \
       --warm-started-from moldiff/pretrained/qm9_conditional.pt
 
 Writes <name>.pt (state_dict of the EMA net + hyper-parameters; fp16 with --half) and <name>.json
