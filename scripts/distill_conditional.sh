@@ -6,8 +6,8 @@
 #   round 2  the round-1 model teaches itself on its own trajectories: 200 at guidance 4 and 200 at guidance 2;
 #            12 minutes from the round-1 weights
 #   round 3  the starting model teaches again, on the round-2 model's trajectories: 200 with mu alone given at
-#            guidance 4 (the scale the model samples mu with) and 200 at guidance 2; 12 minutes from the
-#            round-2 weights
+#            guidance 4 on every step (the model samples mu alone with 4, from t = 0.3 on) and 200 at guidance 2;
+#            12 minutes from the round-2 weights
 #   scripts/distill_conditional.sh START OUT [distill_fewstep.py options, e.g. --threads 2 or --device cuda]
 # START is the undistilled conditional generator; OUT/model.pt the distilled one (OUT/round1, round2 and round3
 # hold each round's model and record, OUT/round1.log, round2.log and round3.log the logs). SCALE=0.01 makes every
