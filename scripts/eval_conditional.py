@@ -5,6 +5,10 @@ beside the baselines and published models, and the samples' molecule stability.
   python scripts/eval_conditional.py --n 1000 --steps 100 --json results/cond.json
   python scripts/eval_conditional.py --properties gap --guidance 0 1 2 4 --n 300 --json results/cond_sweep.json
   python scripts/eval_conditional.py --joint gap mu --n 300 --json results/cond_joint.json
+  python scripts/eval_conditional.py --properties mu --guide runs/guide/model.pt --guide-scale 0.05 --n 1000
+
+``--guide`` adds property-predictor guidance (``moldiff.sampling.guidance``) with a predictor trained on the
+generator's half; with ``--guide``, ``--generator`` may be an unconditional model (guidance only).
 
 Defaults: the shipped conditional generator and predictor (``--generator``/``--predictor`` take
 checkpoints). One row per property (conditioned on that property alone) and guidance scale; ``--joint``
@@ -35,6 +39,7 @@ from moldiff.data.cache import load_cache
 from moldiff.data.graph import data_to_molecules
 from moldiff.metrics.evaluate import evaluate_molecules
 from moldiff.metrics.properties import molecule_graphs, predict_array
+from moldiff.sampling.guidance import PropertyGuidance
 from moldiff.sampling.sampler import sample
 from moldiff.training.checkpoint import load_model, pretrained_path
 from moldiff.training.property_module import load_property_module
@@ -82,19 +87,29 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
     counts = torch.as_tensor(cache.num_atoms()[pick], dtype=torch.long)
     full = torch.full((a.n, len(gen.properties)), float("nan"))
     for j, p in enumerate(props):
-        full[:, gen.properties.index(p)] = torch.as_tensor(targets[:, j], dtype=torch.float32)
+        if p in gen.properties:
+            full[:, gen.properties.index(p)] = torch.as_tensor(targets[:, j], dtype=torch.float32)
+    guide_t = None
+    if a.guide_module is not None:
+        guide_t = torch.full((a.n, len(a.guide_module.properties)), float("nan"))
+        for j, p in enumerate(props):
+            guide_t[:, a.guide_module.properties.index(p)] = torch.as_tensor(targets[:, j], dtype=torch.float32)
     grid = {"time_power": a.time_power, "temperature": a.temperature}
     t0, cpu0 = time.time(), time.process_time()
     mols = []
     for k in range(0, a.n, a.batch_size):
         sl = slice(k, min(a.n, k + a.batch_size))
         g = torch.Generator().manual_seed(a.seed * 1_000_003 + k)
-        cond = gen.denoiser_fn(gen.normalize(full[sl]))
-        if guidance == 0:  # the unconditional prediction alone
-            out = sample(gen.diffusion, gen.denoiser_fn(None), counts[sl], steps=a.steps, generator=g, **grid)
+        hook = None if guide_t is None else PropertyGuidance(a.guide_module, guide_t[sl], a.guide_scale,
+                                                             a.guide_interval, a.guide_max_step)
+        if guidance == 0 or not gen.properties:  # the unconditional prediction alone
+            out = sample(gen.diffusion, gen.denoiser_fn(None), counts[sl], steps=a.steps, generator=g,
+                         prediction_hook=hook, **grid)
         else:
+            cond = gen.denoiser_fn(gen.normalize(full[sl]))
             out = sample(gen.diffusion, gen.denoiser_fn(None), counts[sl], steps=a.steps, guided_denoiser=cond,
-                         guidance_scale=guidance, generator=g, guidance_interval=tuple(a.guidance_interval), **grid)
+                         guidance_scale=guidance, generator=g, guidance_interval=tuple(a.guidance_interval),
+                         prediction_hook=hook, **grid)
         mols += data_to_molecules(out.cpu(), gen.vocab)
     seconds = time.time() - t0
     graphs, kept = molecule_graphs(mols, pred.vocab)
@@ -105,6 +120,9 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
            "edm_mol_stability": quality["edm_mol_stability"], "connected_validity": quality["connected_validity"],
            "sampling_seconds": round(seconds, 1), "sampling_cpu_seconds": round(time.process_time() - cpu0, 1),
            "hardware": hardware(), "mae": {}, "baselines": {}}
+    if a.guide_module is not None:
+        row["property_guidance"] = {"predictor": shown_path(a.guide), "scale": a.guide_scale,
+                                    "interval": list(a.guide_interval), "max_step": a.guide_max_step}
     for j, p in enumerate(props):
         yk = y[:, pred.properties.index(p)]
         row["mae"][p] = float(np.abs(yk - targets[kept, j]).mean())
@@ -115,7 +133,9 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
 def row_key(props: list[str], guidance: float, a) -> str:
     interval = "" if list(a.guidance_interval) == [0.0, 1.0] else f"|interval={a.guidance_interval[0]:g}-{a.guidance_interval[1]:g}"
     grid = "" if (a.time_power, a.temperature) == (1.0, 1.0) else f"|time_power={a.time_power:g}|temperature={a.temperature:g}"
-    return f"{'+'.join(props)}|w={guidance:g}{interval}{grid}|n={a.n}|steps={a.steps}|seed={a.seed}"
+    guide = "" if a.guide is None else (f"|guide={shown_path(a.guide)}:{a.guide_scale:g}@{a.guide_interval[0]:g}-"
+                                        f"{a.guide_interval[1]:g},cap={a.guide_max_step}")
+    return f"{'+'.join(props)}|w={guidance:g}{interval}{grid}{guide}|n={a.n}|steps={a.steps}|seed={a.seed}"
 
 
 def print_table(rows: list[dict], units: dict[str, str]) -> None:
@@ -147,6 +167,13 @@ def main(argv=None) -> dict:
     ap.add_argument("--time-power", type=float, default=1.0, help="time grid (1: uniform in t; as moldiff-sample's time_power)")
     ap.add_argument("--temperature", type=float, default=1.0,
                     help="categorical sampling temperature of the intermediate steps (as moldiff-sample's temperature)")
+    ap.add_argument("--guide", default=None,
+                    help="property-predictor checkpoint for predictor guidance (trained on the generator's half)")
+    ap.add_argument("--guide-scale", type=float, default=0.05, help="predictor-guidance step size")
+    ap.add_argument("--guide-interval", type=float, nargs=2, default=[0.0, 1.0], metavar=("LO", "HI"),
+                    help="predictor guidance at diffusion times t in [LO, HI]")
+    ap.add_argument("--guide-max-step", type=float, default=0.1,
+                    help="largest predictor-guidance move of one atom in one step, Angstrom (0: no cap)")
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--dataset", default="qm9")
@@ -160,13 +187,20 @@ def main(argv=None) -> dict:
 
     gen = load_model(a.generator or pretrained_path("qm9_conditional"))
     pred = load_property_module(a.predictor)
-    if not gen.properties:
-        ap.error(f"{gen.path} is an unconditional model")
-    sets = [list(a.joint)] if a.joint else [[p] for p in (a.properties or gen.properties)]
+    a.guide_module = None if a.guide is None else load_property_module(a.guide)
+    a.guide_max_step = a.guide_max_step or None
+    if not gen.properties and a.guide is None:
+        ap.error(f"{gen.path} is an unconditional model (give --guide for predictor guidance)")
+    steer = gen.properties or a.guide_module.properties
+    if a.guide_module is not None and a.guide_module.vocab.to_dict() != gen.vocab.to_dict():
+        ap.error(f"the guide {a.guide} and the generator {gen.path} have different atom vocabularies")
+    sets = [list(a.joint)] if a.joint else [[p] for p in (a.properties or steer)]
     for props in sets:
-        bad = [p for p in props if p not in gen.properties or p not in pred.properties]
+        bad = [p for p in props if p not in steer or p not in pred.properties
+               or (a.guide_module is not None and p not in a.guide_module.properties)]
         if bad:
-            ap.error(f"{bad}: the generator conditions on {gen.properties}, the predictor predicts {pred.properties}")
+            ap.error(f"{bad}: the generator conditions on {steer}, the predictor predicts {pred.properties}"
+                     + ("" if a.guide_module is None else f", the guide on {a.guide_module.properties}"))
     cache = load_cache(a.dataset, a.data_root)  # a dataset name or a cache folder name under the data root
     done: dict = {}
     if a.json is not None and a.json.exists():

@@ -80,6 +80,7 @@ def sample(
     temperature: float = 1.0,
     guidance_interval: tuple[float, float] = (0.0, 1.0),
     step_hook: Callable[[NoisyGraph, tuple | None, tuple], None] | None = None,
+    prediction_hook: Callable[[NoisyGraph, tuple], tuple] | None = None,
 ) -> Batch:
     """Generate molecules.
 
@@ -105,6 +106,9 @@ def sample(
         step_hook: called at every step as ``step_hook(state, fed_back, prediction)``: the noisy state, the
             self-conditioning input it was given (None at the first step) and the network's prediction
             ``(pos0, atom, charge, bond logits)`` (e.g. to record the states the sampler visits).
+        prediction_hook: called at every step as ``prediction_hook(state, prediction)``; its return value
+            replaces the network's prediction ``(pos0, atom, charge, bond logits)`` before the reverse step and
+            self-conditioning (e.g. :class:`moldiff.sampling.guidance.PropertyGuidance`).
         return_probs: also attach the final step's clean-class probabilities ``atom_probs [N,Ka]``,
             ``charge_probs [N,Kc]`` and ``bond_probs [E,Kb]`` (symmetric), for decodings other than argmax.
 
@@ -156,6 +160,8 @@ def sample(
         tg = t_val.expand(G)
         g = NoisyGraph(pos, a, c, b, ei, batch, tg, G, rev)
         pos0, la, lc, lb = net(g, sc, guided_steps[k])
+        if prediction_hook is not None:
+            pos0, la, lc, lb = prediction_hook(g, (pos0, la, lc, lb))
         if step_hook is not None:
             step_hook(g, sc, (pos0, la, lc, lb))
         if diffusion.self_conditioning:
