@@ -73,17 +73,26 @@ def default_ckpt(cfg: DictConfig) -> str | None:
 
 
 
-def read_targets(cfg: DictConfig, model: LoadedModel, n: int) -> torch.Tensor | None:
-    """Raw target values ``[n, P]`` (dataset units) from ``conditioning.<prop>=value`` or
-    ``conditioning.targets_csv``; NaN where a property is not given (a model trained on property subsets
-    takes any subset). ``None``: no targets (unconditional sampling)."""
+def target_properties(model: LoadedModel, guide=None) -> list[str]:
+    """The properties targets are given for: the model's own, or (an unconditional model steered by property
+    guidance alone) the guide predictor's."""
+    return list(model.properties) if model.properties or guide is None else list(guide.properties)
+
+
+
+def read_targets(cfg: DictConfig, model: LoadedModel, n: int, guide=None) -> torch.Tensor | None:
+    """Raw target values ``[n, P]`` (dataset units, the columns of :func:`target_properties`) from
+    ``conditioning.<prop>=value`` or ``conditioning.targets_csv``; NaN where a property is not given (a model
+    trained on property subsets, or property guidance, takes any subset). ``None``: no targets (unconditional
+    sampling)."""
     given = given_targets(cfg)
-    props = model.properties
+    props = target_properties(model, guide)
     if not props:
         if given or cfg.conditioning.targets_csv:
-            raise ValueError(f"model {model.path} is unconditional; it cannot take targets {sorted(given) or 'from CSV'}")
+            raise ValueError(f"model {model.path} is unconditional; it cannot take targets {sorted(given) or 'from CSV'} "
+                             f"(property_guidance.predictor= steers it with a property predictor)")
         return None
-    subsets = bool((model.hparams.get("conditioning") or {}).get("subsets", False))
+    subsets = bool((model.hparams.get("conditioning") or {}).get("subsets", False)) or not model.properties
     if cfg.conditioning.targets_csv:
         if given:
             raise ValueError(f"give targets either as conditioning.targets_csv or as conditioning.<property>=, not both "
@@ -93,7 +102,8 @@ def read_targets(cfg: DictConfig, model: LoadedModel, n: int) -> torch.Tensor | 
     else:
         extra = [k for k in given if k not in props]
         if extra:
-            raise ValueError(f"model does not condition on {extra}; it conditions on {props}")
+            what = "conditions on" if model.properties else "has no condition; the guide predictor predicts"
+            raise ValueError(f"model does not condition on {extra}; it {what} {props}")
         if not given:
             log.warning("warning: no target given (conditioning.<property>=VALUE); sampling without conditioning")
             return None
@@ -105,6 +115,59 @@ def read_targets(cfg: DictConfig, model: LoadedModel, n: int) -> torch.Tensor | 
                          f"({unit_text(model, missing[0])}) or a targets_csv column for it")
     warn_out_of_range(model, t)
     return t
+
+
+
+def load_guide(cfg: DictConfig, model: LoadedModel, device: torch.device):
+    """The property predictor of ``property_guidance.predictor`` (a shipped name such as ``qm9_guide``, or a
+    predictor checkpoint), checked against the model's atom vocabulary; ``None`` when not set."""
+    from moldiff.training.checkpoint import pretrained_path
+    from moldiff.training.property_module import load_property_module
+
+    name = cfg.property_guidance.predictor
+    if not name:
+        return None
+    key = "property_guidance.predictor"
+    try:
+        path = pretrained_path(str(name)) if str(name) in SHIPPED_GUIDES and not Path(str(name)).exists() else str(name)
+        guide = load_property_module(path, device)
+    except CheckpointError as exc:
+        raise ValueError(f"{key}={name}: {exc}") from None
+    if guide.vocab.to_dict() != model.vocab.to_dict():
+        raise ValueError(f"{key}={name} predicts molecules of another atom vocabulary than model {model.path} "
+                         f"({guide.vocab.elements} / {model.vocab.elements})")
+    return guide
+
+
+
+#: Shipped property predictors for ``property_guidance.predictor`` (trained on the generator's half of QM9).
+SHIPPED_GUIDES = ("qm9_guide",)
+
+
+
+def guide_targets(targets: torch.Tensor, props: list[str], guide) -> torch.Tensor:
+    """Targets ``[n, len(props)]`` -> the guide's columns (NaN for a property it is not given)."""
+    out = torch.full((targets.shape[0], len(guide.properties)), float("nan"))
+    for k, p in enumerate(guide.properties):
+        if p in props:
+            out[:, k] = targets[:, props.index(p)]
+    return out
+
+
+
+def check_property_guidance(cfg: DictConfig) -> None:
+    """``property_guidance.scale`` / ``interval`` / ``max_step`` (one-line ``ValueError`` naming the option)."""
+    pg = cfg.property_guidance
+    as_number(pg.scale, "property_guidance.scale", positive=False)
+    if float(pg.scale) < 0:
+        raise ValueError(f"property_guidance.scale must be >= 0, got {pg.scale}")
+    try:
+        parse_guidance_interval(pg.interval)
+    except ValueError:
+        raise ValueError(f"property_guidance.interval must be [lo, hi] with 0 <= lo <= hi <= 1 (diffusion times), "
+                         f"got {pg.interval!r}") from None
+    if pg.max_step is not None:
+        as_number(pg.max_step, "property_guidance.max_step (Angstrom, or null)", positive=True)
 
 
 
@@ -348,6 +411,7 @@ def check_numbers(cfg: DictConfig) -> None:
         if cfg[key] is not None:
             as_number(cfg[key], key, positive=True)
     parse_num_atoms(cfg.num_atoms)
+    check_property_guidance(cfg)
 
 
 
@@ -425,6 +489,9 @@ def warn_untrained_settings(cfg: DictConfig, model: LoadedModel, num_atoms: int 
         if want[0] < lo or want[1] > hi:
             log.warning("warning: num_atoms=%s is outside the training histogram of this model (%d to %d atoms); "
                         "expect poor molecules", num_atoms, lo, hi)
+    if cfg.property_guidance.predictor and not wants_conditioning(cfg):
+        log.warning("warning: property_guidance.predictor=%s has no effect without targets (conditioning.<property>=)",
+                    cfg.property_guidance.predictor)
     if not model.properties and cfg.guidance_scale != 1:
         log.warning("warning: guidance_scale=%s has no effect: this model is unconditional", cfg.guidance_scale)
 
@@ -454,7 +521,7 @@ def few_step_hint(cfg: DictConfig, model: LoadedModel) -> str | None:
 
 
 def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedModel, statuses: list[str] | None,
-                  cond: torch.Tensor | None, fragment: Fragment | None) -> None:
+                  cond: torch.Tensor | None, fragment: Fragment | None, guide=None) -> None:
     """Name the molecules of a batch starting at index ``lo`` and record the sampling settings as SD tags."""
     for k, m in enumerate(mols):
         idx = lo + k
@@ -467,11 +534,16 @@ def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedM
             m.props["moldiff_decode_status"] = statuses[k]
         m.props["moldiff_relax"] = cfg.relax
         if cond is not None:
-            for p, val in zip(model.properties, cond[k].tolist()):
+            for p, val in zip(target_properties(model, guide), cond[k].tolist()):
                 if not np.isnan(val):
                     m.props[f"target_{p}"] = float(val)
-            m.props["guidance_scale"] = float(cfg.guidance_scale)
-            m.props["guidance_interval"] = " ".join(f"{v:g}" for v in cfg.guidance_interval)
+            if model.properties:
+                m.props["guidance_scale"] = float(cfg.guidance_scale)
+                m.props["guidance_interval"] = " ".join(f"{v:g}" for v in cfg.guidance_interval)
+            if guide is not None:
+                pg = cfg.property_guidance
+                m.props["property_guidance"] = (f"{Path(str(pg.predictor)).name} scale {float(pg.scale):g} at t "
+                                                f"{' to '.join(f'{float(v):g}' for v in pg.interval)}")
         if fragment is not None:
             m.props["inpaint_fixed_atoms"] = fragment.num_atoms
 
@@ -479,26 +551,33 @@ def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedM
 
 def sample_batch(b: int, cfg: DictConfig, model: LoadedModel, targets: torch.Tensor | None,
                  fragment: Fragment | None, num_atoms: object,
-                 device: torch.device) -> tuple[list[Molecule], list[Molecule], int]:
-    """Sample batch ``b``; returns ``(molecules to write, unrelaxed molecules, molecules sampled)``."""
+                 device: torch.device, guide=None) -> tuple[list[Molecule], list[Molecule], int]:
+    """Sample batch ``b`` (``guide``: the property predictor of property guidance, :func:`load_guide`);
+    returns ``(molecules to write, unrelaxed molecules, molecules sampled)``."""
+    from moldiff.sampling.guidance import PropertyGuidance
+
     n, bs = cfg.n_samples, cfg.batch_size
     lo, hi = b * bs, min(n, (b + 1) * bs)
     min_atoms = fragment.num_atoms + 1 if fragment else 1
     gen = torch.Generator(device="cpu").manual_seed(int(cfg.seed) * 1_000_003 + b)
     counts = sample_num_atoms(hi - lo, model.statistics["num_atoms_hist"], num_atoms, gen, min_atoms=min_atoms)
     dev_gen = gen if device.type == "cpu" else torch.Generator(device=device).manual_seed(int(cfg.seed) * 1_000_003 + b)
-    cond = guided = None
+    cond = guided = hook = None
     if targets is not None:
-        props = model.normalize(targets[lo:hi]).to(device)
-        guided = model.denoiser_fn(props)
         cond = targets[lo:hi]
+        if model.properties:
+            guided = model.denoiser_fn(model.normalize(cond).to(device))
+        if guide is not None:
+            pg = cfg.property_guidance
+            hook = PropertyGuidance(guide, guide_targets(cond, target_properties(model, guide), guide), float(pg.scale),
+                                    tuple(pg.interval), None if pg.max_step is None else float(pg.max_step))
     extra = {"return_probs": True} if cfg.decode == "map" else {}
     out = sample(
         model.diffusion, model.denoiser_fn(None), counts, steps=cfg.steps, sampler=cfg.sampler,
         time_power=float(cfg.time_power), temperature=float(cfg.temperature),
         guided_denoiser=guided, guidance_scale=cfg.guidance_scale, fragment=fragment,
         guidance_interval=tuple(cfg.guidance_interval),  # set by resolve_guidance
-        generator=dev_gen, device=device, **extra,
+        generator=dev_gen, device=device, prediction_hook=hook, **extra,
     )
     statuses = None
     if cfg.decode == "map":
@@ -507,7 +586,7 @@ def sample_batch(b: int, cfg: DictConfig, model: LoadedModel, targets: torch.Ten
     finite = [bool(np.isfinite(m.pos).all()) for m in mols]
     if not all(finite):
         log.warning("batch %d: %d molecules with non-finite coordinates were dropped", b, finite.count(False))
-    tag_molecules(mols, lo, cfg, model, statuses, cond, fragment)
+    tag_molecules(mols, lo, cfg, model, statuses, cond, fragment, guide)
     kept = [m for m, ok in zip(mols, finite) if ok]
     raw = kept
     if cfg.relax != "none":

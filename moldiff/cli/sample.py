@@ -24,6 +24,7 @@ from moldiff.generate import (
     default_ckpt,
     few_step_hint,
     load_checkpoint,
+    load_guide,
     parse_num_atoms,
     pick_device,
     read_fragment,
@@ -110,9 +111,13 @@ def check_options(cfg: DictConfig) -> None:
 
 
 def run_settings(cfg: DictConfig, model: LoadedModel, targets: torch.Tensor | None, num_atoms: object,
-                 device: torch.device) -> dict:
+                 device: torch.device, guide=None) -> dict:
     """Everything that changes the molecules written: a rerun resumes only with identical settings."""
-    return {
+    pg = cfg.property_guidance
+    steer = {} if guide is None or targets is None else {"property_guidance": {
+        "predictor": str(pg.predictor), "sha256": file_sha256(guide.source_path), "scale": float(pg.scale),
+        "interval": [float(v) for v in pg.interval], "max_step": None if pg.max_step is None else float(pg.max_step)}}
+    return {**steer,
         "ckpt": model.path, "ckpt_sha256": file_sha256(model.path), "n_samples": cfg.n_samples, "steps": cfg.steps,
         "sampler": cfg.sampler, "time_power": float(cfg.time_power),
         "temperature": float(cfg.temperature), "seed": cfg.seed, "batch_size": cfg.batch_size,
@@ -131,7 +136,7 @@ def run_settings(cfg: DictConfig, model: LoadedModel, targets: torch.Tensor | No
 
 def sample_into(writer: ResumableSDFWriter, raw_writer: ResumableSDFWriter | None, cfg: DictConfig,
                 model: LoadedModel, targets: torch.Tensor | None, fragment: Fragment | None, num_atoms: object,
-                device: torch.device) -> bool:
+                device: torch.device, guide=None) -> bool:
     """Sample the batches the writers still lack; ``False`` when Ctrl-C stopped it (finished batches are kept)."""
     writers = [w for w in (writer, raw_writer) if w is not None]
     n, bs = cfg.n_samples, cfg.batch_size
@@ -141,7 +146,7 @@ def sample_into(writer: ResumableSDFWriter, raw_writer: ResumableSDFWriter | Non
         for b in range((n + bs - 1) // bs):
             if all(b < w.batches_done for w in writers):
                 continue
-            kept, raw, sampled = sample_batch(b, cfg, model, targets, fragment, num_atoms, device)
+            kept, raw, sampled = sample_batch(b, cfg, model, targets, fragment, num_atoms, device, guide)
             if b >= writer.batches_done:
                 writer.append(kept)
             if raw_writer is not None and b >= raw_writer.batches_done:
@@ -177,7 +182,8 @@ def generate(cfg: DictConfig) -> dict:
     num_atoms = parse_num_atoms(cfg.num_atoms)
     device = pick_device(cfg.device)
     model = load_checkpoint(default_ckpt(cfg), device)
-    targets = read_targets(cfg, model, cfg.n_samples)
+    guide = load_guide(cfg, model, device)
+    targets = read_targets(cfg, model, cfg.n_samples, guide)
     resolve_guidance(cfg, model, targets)
     resolve_sampler_settings(cfg, model)
     fragment = read_fragment(cfg.inpaint.sdf, model) if cfg.inpaint.sdf else None
@@ -187,7 +193,7 @@ def generate(cfg: DictConfig) -> dict:
     hint = few_step_hint(cfg, model)
     if hint:
         log.warning(hint)
-    settings = run_settings(cfg, model, targets, num_atoms, device)
+    settings = run_settings(cfg, model, targets, num_atoms, device, guide)
     writer = ResumableSDFWriter(cfg.out, settings, resume=cfg.resume)
     raw_writer = ResumableSDFWriter(raw_path(cfg.out), settings, resume=cfg.resume) if cfg.relax_keep_raw else None
     writers = [w for w in (writer, raw_writer) if w is not None]
@@ -205,7 +211,7 @@ def generate(cfg: DictConfig) -> dict:
         log.info("resuming: %d molecules already in %s", writer.count, writer.partial)
     complete = False
     try:
-        complete = sample_into(writer, raw_writer, cfg, model, targets, fragment, num_atoms, device)
+        complete = sample_into(writer, raw_writer, cfg, model, targets, fragment, num_atoms, device, guide)
     finally:
         path = writer.finalize(complete)
         if raw_writer is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -98,4 +99,5 @@ def load_property_module(path=None, device="cpu") -> PropertyModule:
         m.load_state_dict(state)
     except RuntimeError as exc:
         raise CheckpointError(f"weights in {path} do not fit its predictor configuration: {exc}") from None
+    m.source_path = Path(path)
     return m.eval().to(device)
