@@ -77,6 +77,7 @@ class MoleculeGenerator:
         relax: str = "none",
         time_power: float | None = None,
         temperature: float | None = None,
+        predictor_guidance: Mapping[str, Any] | None = None,
     ) -> list[Chem.Mol]:
         """Sample ``n`` molecules.
 
@@ -104,6 +105,10 @@ class MoleculeGenerator:
                 model's default for the given properties; every step when it records none).
             relax: ``none``, ``mmff`` (MMFF94s, else UFF) or ``uff``: force-field relaxation of the
                 sanitizable molecules.
+            predictor_guidance: ``moldiff-sample``'s ``predictor_guidance`` options (``predictor``, ``scale``,
+                ``interval``, ``max_step``), e.g. ``{"predictor": "qm9_guide"}`` to steer an unconditional model
+                toward ``conditioning`` with the shipped guide predictor, or ``{"predictor": "none"}`` to turn
+                off the guidance a model records (None: the model's own).
 
         Returns:
             Up to ``n`` RDKit molecules (molecules with non-finite coordinates are dropped), each with explicit
@@ -133,17 +138,23 @@ class MoleculeGenerator:
         if temperature is not None:
             settings["temperature"] = temperature
         settings["conditioning"] = {**{k: None for k in settings["conditioning"]}, **given}
+        unknown = sorted(set(predictor_guidance or {}) - set(settings["predictor_guidance"]))
+        if unknown:
+            raise ValueError(f"predictor_guidance: unknown options {unknown}; known: {sorted(settings['predictor_guidance'])}")
+        settings["predictor_guidance"] = {**settings["predictor_guidance"], **dict(predictor_guidance or {})}
         cfg = OmegaConf.create(settings)
         generate.check_numbers(cfg)
         generate.check_decode_relax(cfg)
         atoms = generate.parse_num_atoms(cfg.num_atoms)
-        targets = generate.read_targets(cfg, self.model, n)
+        generate.resolve_predictor_guidance(cfg, self.model)
+        guide = generate.load_guide(cfg, self.model, self.device)
+        targets = generate.read_targets(cfg, self.model, n, guide)
         generate.resolve_guidance(cfg, self.model, targets)
         generate.resolve_sampler_settings(cfg, self.model)
         generate.warn_untrained_settings(cfg, self.model, atoms)
         mols: list[Molecule] = []
         for b in range((n + batch_size - 1) // batch_size):
-            kept, _, _ = generate.sample_batch(b, cfg, self.model, targets, None, atoms, self.device)
+            kept, _, _ = generate.sample_batch(b, cfg, self.model, targets, None, atoms, self.device, guide)
             mols += kept
         return [to_rdkit(m) for m in mols]
 

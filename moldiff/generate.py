@@ -83,14 +83,14 @@ def target_properties(model: LoadedModel, guide=None) -> list[str]:
 def read_targets(cfg: DictConfig, model: LoadedModel, n: int, guide=None) -> torch.Tensor | None:
     """Raw target values ``[n, P]`` (dataset units, the columns of :func:`target_properties`) from
     ``conditioning.<prop>=value`` or ``conditioning.targets_csv``; NaN where a property is not given (a model
-    trained on property subsets, or property guidance, takes any subset). ``None``: no targets (unconditional
+    trained on property subsets, or predictor guidance, takes any subset). ``None``: no targets (unconditional
     sampling)."""
     given = given_targets(cfg)
     props = target_properties(model, guide)
     if not props:
         if given or cfg.conditioning.targets_csv:
             raise ValueError(f"model {model.path} is unconditional; it cannot take targets {sorted(given) or 'from CSV'} "
-                             f"(property_guidance.predictor= steers it with a property predictor)")
+                             f"(predictor_guidance.predictor= steers it with a property predictor)")
         return None
     subsets = bool((model.hparams.get("conditioning") or {}).get("subsets", False)) or not model.properties
     if cfg.conditioning.targets_csv:
@@ -119,15 +119,15 @@ def read_targets(cfg: DictConfig, model: LoadedModel, n: int, guide=None) -> tor
 
 
 def load_guide(cfg: DictConfig, model: LoadedModel, device: torch.device):
-    """The property predictor of ``property_guidance.predictor`` (a shipped name such as ``qm9_guide``, or a
+    """The property predictor of ``predictor_guidance.predictor`` (a shipped name such as ``qm9_guide``, or a
     predictor checkpoint), checked against the model's atom vocabulary; ``None`` when not set."""
     from moldiff.training.checkpoint import pretrained_path
     from moldiff.training.property_module import load_property_module
 
-    name = cfg.property_guidance.predictor
-    if not name:
+    name = cfg.predictor_guidance.predictor  # resolved: resolve_predictor_guidance
+    if not name or str(name) == "none":
         return None
-    key = "property_guidance.predictor"
+    key = "predictor_guidance.predictor"
     try:
         path = pretrained_path(str(name)) if str(name) in SHIPPED_GUIDES and not Path(str(name)).exists() else str(name)
         guide = load_property_module(path, device)
@@ -140,7 +140,7 @@ def load_guide(cfg: DictConfig, model: LoadedModel, device: torch.device):
 
 
 
-#: Shipped property predictors for ``property_guidance.predictor`` (trained on the generator's half of QM9).
+#: Shipped property predictors for ``predictor_guidance.predictor`` (trained on the generator's half of QM9).
 SHIPPED_GUIDES = ("qm9_guide",)
 
 
@@ -155,19 +155,47 @@ def guide_targets(targets: torch.Tensor, props: list[str], guide) -> torch.Tenso
 
 
 
-def check_property_guidance(cfg: DictConfig) -> None:
-    """``property_guidance.scale`` / ``interval`` / ``max_step`` (one-line ``ValueError`` naming the option)."""
-    pg = cfg.property_guidance
-    as_number(pg.scale, "property_guidance.scale", positive=False)
-    if float(pg.scale) < 0:
-        raise ValueError(f"property_guidance.scale must be >= 0, got {pg.scale}")
+#: Predictor-guidance step size and interval when neither the command nor the model gives them.
+PREDICTOR_GUIDANCE_DEFAULTS = {"scale": 1.0, "interval": [0.1, 1.0]}
+
+
+
+def resolve_predictor_guidance(cfg: DictConfig, model: LoadedModel) -> None:
+    """``predictor_guidance.predictor=null`` -> the guide the model records (:attr:`LoadedModel.recorded_predictor_guidance`;
+    the shipped conditional QM9 model: ``qm9_guide``), or ``none``; ``scale`` / ``interval`` left null -> the
+    model's recorded values, else :data:`PREDICTOR_GUIDANCE_DEFAULTS`. Values given on the command line win."""
+    own = model.recorded_predictor_guidance or {}
+    pg = cfg.predictor_guidance
+    if pg.predictor not in (None, "none") and not wants_conditioning(cfg):
+        log.warning("warning: predictor_guidance.predictor=%s has no effect without targets (conditioning.<property>=)",
+                    pg.predictor)
+    with open_dict(cfg):
+        if pg.predictor is None:
+            pg.predictor = own.get("predictor", "none")
+        recorded = own if str(pg.predictor) == own.get("predictor") else {}
+        for key in ("scale", "interval"):
+            if pg[key] is None:
+                pg[key] = recorded.get(key, PREDICTOR_GUIDANCE_DEFAULTS[key])
+    check_predictor_guidance(cfg)
+
+
+
+def check_predictor_guidance(cfg: DictConfig) -> None:
+    """``predictor_guidance.scale`` / ``interval`` / ``max_step`` (one-line ``ValueError`` naming the option;
+    null = not given yet)."""
+    pg = cfg.predictor_guidance
+    if pg.scale is not None:
+        as_number(pg.scale, "predictor_guidance.scale", positive=False)
+        if float(pg.scale) < 0:
+            raise ValueError(f"predictor_guidance.scale must be >= 0, got {pg.scale}")
     try:
-        parse_guidance_interval(pg.interval)
+        if pg.interval is not None:
+            parse_guidance_interval(pg.interval)
     except ValueError:
-        raise ValueError(f"property_guidance.interval must be [lo, hi] with 0 <= lo <= hi <= 1 (diffusion times), "
+        raise ValueError(f"predictor_guidance.interval must be [lo, hi] with 0 <= lo <= hi <= 1 (diffusion times), "
                          f"got {pg.interval!r}") from None
     if pg.max_step is not None:
-        as_number(pg.max_step, "property_guidance.max_step (Angstrom, or null)", positive=True)
+        as_number(pg.max_step, "predictor_guidance.max_step (Angstrom, or null)", positive=True)
 
 
 
@@ -411,7 +439,7 @@ def check_numbers(cfg: DictConfig) -> None:
         if cfg[key] is not None:
             as_number(cfg[key], key, positive=True)
     parse_num_atoms(cfg.num_atoms)
-    check_property_guidance(cfg)
+    check_predictor_guidance(cfg)
 
 
 
@@ -489,9 +517,6 @@ def warn_untrained_settings(cfg: DictConfig, model: LoadedModel, num_atoms: int 
         if want[0] < lo or want[1] > hi:
             log.warning("warning: num_atoms=%s is outside the training histogram of this model (%d to %d atoms); "
                         "expect poor molecules", num_atoms, lo, hi)
-    if cfg.property_guidance.predictor and not wants_conditioning(cfg):
-        log.warning("warning: property_guidance.predictor=%s has no effect without targets (conditioning.<property>=)",
-                    cfg.property_guidance.predictor)
     if not model.properties and cfg.guidance_scale != 1:
         log.warning("warning: guidance_scale=%s has no effect: this model is unconditional", cfg.guidance_scale)
 
@@ -541,8 +566,8 @@ def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedM
                 m.props["guidance_scale"] = float(cfg.guidance_scale)
                 m.props["guidance_interval"] = " ".join(f"{v:g}" for v in cfg.guidance_interval)
             if guide is not None:
-                pg = cfg.property_guidance
-                m.props["property_guidance"] = (f"{Path(str(pg.predictor)).name} scale {float(pg.scale):g} at t "
+                pg = cfg.predictor_guidance
+                m.props["predictor_guidance"] = (f"{Path(str(pg.predictor)).name} scale {float(pg.scale):g} at t "
                                                 f"{' to '.join(f'{float(v):g}' for v in pg.interval)}")
         if fragment is not None:
             m.props["inpaint_fixed_atoms"] = fragment.num_atoms
@@ -552,9 +577,9 @@ def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedM
 def sample_batch(b: int, cfg: DictConfig, model: LoadedModel, targets: torch.Tensor | None,
                  fragment: Fragment | None, num_atoms: object,
                  device: torch.device, guide=None) -> tuple[list[Molecule], list[Molecule], int]:
-    """Sample batch ``b`` (``guide``: the property predictor of property guidance, :func:`load_guide`);
+    """Sample batch ``b`` (``guide``: the property predictor of predictor guidance, :func:`load_guide`);
     returns ``(molecules to write, unrelaxed molecules, molecules sampled)``."""
-    from moldiff.sampling.guidance import PropertyGuidance
+    from moldiff.sampling.guidance import PredictorGuidance
 
     n, bs = cfg.n_samples, cfg.batch_size
     lo, hi = b * bs, min(n, (b + 1) * bs)
@@ -568,8 +593,8 @@ def sample_batch(b: int, cfg: DictConfig, model: LoadedModel, targets: torch.Ten
         if model.properties:
             guided = model.denoiser_fn(model.normalize(cond).to(device))
         if guide is not None:
-            pg = cfg.property_guidance
-            hook = PropertyGuidance(guide, guide_targets(cond, target_properties(model, guide), guide), float(pg.scale),
+            pg = cfg.predictor_guidance
+            hook = PredictorGuidance(guide, guide_targets(cond, target_properties(model, guide), guide), float(pg.scale),
                                     tuple(pg.interval), None if pg.max_step is None else float(pg.max_step))
     extra = {"return_probs": True} if cfg.decode == "map" else {}
     out = sample(

@@ -5,10 +5,12 @@ beside the baselines and published models, and the samples' molecule stability.
   python scripts/eval_conditional.py --n 1000 --steps 100 --json results/cond.json
   python scripts/eval_conditional.py --properties gap --guidance 0 1 2 4 --n 300 --json results/cond_sweep.json
   python scripts/eval_conditional.py --joint gap mu --n 300 --json results/cond_joint.json
-  python scripts/eval_conditional.py --properties mu --guide runs/guide/model.pt --guide-scale 0.05 --n 1000
+  python scripts/eval_conditional.py --properties mu --guide none --n 1000     (classifier-free guidance alone)
+  python scripts/eval_conditional.py --generator moldiff/pretrained/qm9_fast.pt --guide qm9_guide --properties mu
 
-``--guide`` adds property-predictor guidance (``moldiff.sampling.guidance``) with a predictor trained on the
-generator's half; with ``--guide``, ``--generator`` may be an unconditional model (guidance only).
+``--guide`` sets the property-predictor guidance (``moldiff.sampling.guidance``; a predictor trained on the
+generator's half): by default the one the generator records (as ``moldiff-sample`` does), ``none`` for
+none; with a guide, ``--generator`` may be an unconditional model (predictor guidance alone).
 
 Defaults: the shipped conditional generator and predictor (``--generator``/``--predictor`` take
 checkpoints). One row per property (conditioned on that property alone) and guidance scale; ``--joint``
@@ -37,9 +39,10 @@ import torch
 
 from moldiff.data.cache import load_cache
 from moldiff.data.graph import data_to_molecules
+from moldiff.generate import PREDICTOR_GUIDANCE_DEFAULTS, SHIPPED_GUIDES
 from moldiff.metrics.evaluate import evaluate_molecules
 from moldiff.metrics.properties import molecule_graphs, predict_array
-from moldiff.sampling.guidance import PropertyGuidance
+from moldiff.sampling.guidance import PredictorGuidance
 from moldiff.sampling.sampler import sample
 from moldiff.training.checkpoint import load_model, pretrained_path
 from moldiff.training.property_module import load_property_module
@@ -100,7 +103,7 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
     for k in range(0, a.n, a.batch_size):
         sl = slice(k, min(a.n, k + a.batch_size))
         g = torch.Generator().manual_seed(a.seed * 1_000_003 + k)
-        hook = None if guide_t is None else PropertyGuidance(a.guide_module, guide_t[sl], a.guide_scale,
+        hook = None if guide_t is None else PredictorGuidance(a.guide_module, guide_t[sl], a.guide_scale,
                                                              a.guide_interval, a.guide_max_step)
         if guidance == 0 or not gen.properties:  # the unconditional prediction alone
             out = sample(gen.diffusion, gen.denoiser_fn(None), counts[sl], steps=a.steps, generator=g,
@@ -121,7 +124,7 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
            "sampling_seconds": round(seconds, 1), "sampling_cpu_seconds": round(time.process_time() - cpu0, 1),
            "hardware": hardware(), "mae": {}, "baselines": {}}
     if a.guide_module is not None:
-        row["property_guidance"] = {"predictor": shown_path(a.guide), "scale": a.guide_scale,
+        row["predictor_guidance"] = {"predictor": shown_path(a.guide), "scale": a.guide_scale,
                                     "interval": list(a.guide_interval), "max_step": a.guide_max_step}
     for j, p in enumerate(props):
         yk = y[:, pred.properties.index(p)]
@@ -169,9 +172,10 @@ def main(argv=None) -> dict:
                     help="categorical sampling temperature of the intermediate steps (as moldiff-sample's temperature)")
     ap.add_argument("--guide", default=None,
                     help="property-predictor checkpoint for predictor guidance (trained on the generator's half)")
-    ap.add_argument("--guide-scale", type=float, default=0.05, help="predictor-guidance step size")
-    ap.add_argument("--guide-interval", type=float, nargs=2, default=[0.0, 1.0], metavar=("LO", "HI"),
-                    help="predictor guidance at diffusion times t in [LO, HI]")
+    ap.add_argument("--guide-scale", type=float, default=None,
+                    help="predictor-guidance step size (default: the generator's own, else 1)")
+    ap.add_argument("--guide-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="predictor guidance at diffusion times t in [LO, HI] (default: the generator's own, else 0.1 1)")
     ap.add_argument("--guide-max-step", type=float, default=0.1,
                     help="largest predictor-guidance move of one atom in one step, Angstrom (0: no cap)")
     ap.add_argument("--batch-size", type=int, default=100)
@@ -187,6 +191,15 @@ def main(argv=None) -> dict:
 
     gen = load_model(a.generator or pretrained_path("qm9_conditional"))
     pred = load_property_module(a.predictor)
+    own = gen.recorded_predictor_guidance or {}
+    a.guide = own.get("predictor") if a.guide is None else a.guide
+    a.guide = None if a.guide in (None, "none") else a.guide
+    recorded = own if a.guide == own.get("predictor") else {}
+    a.guide_scale = recorded.get("scale", PREDICTOR_GUIDANCE_DEFAULTS["scale"]) if a.guide_scale is None else a.guide_scale
+    a.guide_interval = list(recorded.get("interval", PREDICTOR_GUIDANCE_DEFAULTS["interval"]) if a.guide_interval is None
+                            else a.guide_interval)
+    if a.guide in SHIPPED_GUIDES and not Path(a.guide).exists():
+        a.guide = str(pretrained_path(a.guide))
     a.guide_module = None if a.guide is None else load_property_module(a.guide)
     a.guide_max_step = a.guide_max_step or None
     if not gen.properties and a.guide is None:
@@ -229,7 +242,7 @@ def main(argv=None) -> dict:
                     json.dump({"rows": list(done.values()), "published": PUBLISHED,
                                "threads": torch.get_num_threads(), "omp": os.environ.get("OMP_NUM_THREADS")}, fh, indent=1)
                     fh.write("\n")
-    print_table(rows, gen.property_units)
+    print_table(rows, gen.property_units or pred.units)
     res = {"rows": rows}
     print(json.dumps({"rows": len(rows)}))
     return res

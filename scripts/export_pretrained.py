@@ -72,6 +72,19 @@ def parse_sampler_settings(item: str) -> dict:
                          "1 <= MIN <= MAX steps and positive values, e.g. 20-25:1.5:0.25") from None
 
 
+def parse_predictor_guidance(text: str) -> dict:
+    """``PREDICTOR,SCALE,LO,HI`` -> ``{"predictor", "scale", "interval"}`` (``SystemExit`` naming the option)."""
+    name, *rest = text.split(",")
+    try:
+        scale, lo, hi = (float(v) for v in rest)
+    except ValueError:
+        scale = lo = hi = float("nan")
+    if not name or not scale >= 0 or not 0 <= lo <= hi <= 1:
+        raise SystemExit(f"--predictor-guidance {text!r}: expected PREDICTOR,SCALE,LO,HI with SCALE >= 0 and "
+                         f"0 <= LO <= HI <= 1")
+    return {"predictor": name, "scale": scale, "interval": [lo, hi]}
+
+
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("ckpt")
@@ -82,6 +95,9 @@ def main(argv=None) -> None:
     ap.add_argument("--property-guidance", action="append", default=[], metavar="PROP=W[,LO,HI]",
                     help="default guidance weight (and interval of diffusion times) when PROP alone is given "
                          "(repeatable), e.g. mu=4,0.2,1")
+    ap.add_argument("--predictor-guidance", default=None, metavar="PREDICTOR,SCALE,LO,HI",
+                    help="predictor guidance the conditional model samples with when targets are given, e.g. "
+                         "qm9_guide,1,0.1,1 (a shipped predictor's name or a path)")
     ap.add_argument("--sampler-settings", action="append", default=[], metavar="MIN-MAX:TIME_POWER:TEMPERATURE",
                     help="time_power and temperature the model samples MIN to MAX steps with when they are not "
                          "given (repeatable), e.g. 20-25:1.5:0.25")
@@ -153,6 +169,12 @@ def main(argv=None) -> None:
         record["default_guidance_scales"] = scales
         if intervals:
             record["default_guidance_intervals"] = intervals
+    if a.predictor_guidance:
+        if not props:
+            raise SystemExit("--predictor-guidance needs a conditional model")
+        hparams = {**hparams, "conditioning": {**hparams["conditioning"],
+                                               "predictor_guidance": parse_predictor_guidance(a.predictor_guidance)}}
+        record["predictor_guidance"] = hparams["conditioning"]["predictor_guidance"]
     if a.sampler_settings:
         settings = [parse_sampler_settings(item) for item in a.sampler_settings]
         hparams = {**hparams, "sampling": {**(hparams.get("sampling") or {}), "settings": settings}}

@@ -30,6 +30,7 @@ from moldiff.generate import (
     read_fragment,
     read_targets,
     resolve_guidance,
+    resolve_predictor_guidance,
     resolve_sampler_settings,
     sample_batch,
     warn_untrained_settings,
@@ -113,8 +114,8 @@ def check_options(cfg: DictConfig) -> None:
 def run_settings(cfg: DictConfig, model: LoadedModel, targets: torch.Tensor | None, num_atoms: object,
                  device: torch.device, guide=None) -> dict:
     """Everything that changes the molecules written: a rerun resumes only with identical settings."""
-    pg = cfg.property_guidance
-    steer = {} if guide is None or targets is None else {"property_guidance": {
+    pg = cfg.predictor_guidance
+    steer = {} if guide is None or targets is None else {"predictor_guidance": {
         "predictor": str(pg.predictor), "sha256": file_sha256(guide.source_path), "scale": float(pg.scale),
         "interval": [float(v) for v in pg.interval], "max_step": None if pg.max_step is None else float(pg.max_step)}}
     return {**steer,
@@ -182,6 +183,7 @@ def generate(cfg: DictConfig) -> dict:
     num_atoms = parse_num_atoms(cfg.num_atoms)
     device = pick_device(cfg.device)
     model = load_checkpoint(default_ckpt(cfg), device)
+    resolve_predictor_guidance(cfg, model)
     guide = load_guide(cfg, model, device)
     targets = read_targets(cfg, model, cfg.n_samples, guide)
     resolve_guidance(cfg, model, targets)

@@ -24,7 +24,7 @@ import torch
 from torch_geometric.utils import scatter
 
 
-class PropertyGuidance:
+class PredictorGuidance:
     """A ``prediction_hook`` for :func:`moldiff.sampling.sampler.sample`.
 
     Args:
@@ -38,12 +38,12 @@ class PropertyGuidance:
     def __init__(self, predictor, targets: torch.Tensor, scale: float, interval: Sequence[float] = (0.0, 1.0),
                  max_step: float | None = 0.1) -> None:
         if not scale >= 0:
-            raise ValueError(f"the property-guidance scale must be >= 0, got {scale}")
+            raise ValueError(f"the predictor-guidance scale must be >= 0, got {scale}")
         lo, hi = (float(v) for v in interval)
         if not 0.0 <= lo <= hi <= 1.0:
-            raise ValueError(f"the property-guidance interval must be [lo, hi] with 0 <= lo <= hi <= 1, got {list(interval)}")
+            raise ValueError(f"the predictor-guidance interval must be [lo, hi] with 0 <= lo <= hi <= 1, got {list(interval)}")
         if max_step is not None and not max_step > 0:
-            raise ValueError(f"the property-guidance max_step must be > 0 Angstrom or None, got {max_step}")
+            raise ValueError(f"the predictor-guidance max_step must be > 0 Angstrom or None, got {max_step}")
         if targets.dim() != 2 or targets.shape[1] != len(predictor.properties):
             raise ValueError(f"targets must be [molecules, {len(predictor.properties)}] (one column per predicted "
                              f"property: {predictor.properties}), got {list(targets.shape)}")
@@ -71,7 +71,7 @@ class PropertyGuidance:
             return prediction
         pos0, la, lc, lb = prediction
         if self.goal.shape[0] != g.num_graphs:
-            raise ValueError(f"property guidance has targets for {self.goal.shape[0]} molecules, the batch has "
+            raise ValueError(f"predictor guidance has targets for {self.goal.shape[0]} molecules, the batch has "
                              f"{g.num_graphs}")
         dt = self.goal.dtype  # the predictor's precision
         with torch.enable_grad():

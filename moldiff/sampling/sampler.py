@@ -108,7 +108,7 @@ def sample(
             ``(pos0, atom, charge, bond logits)`` (e.g. to record the states the sampler visits).
         prediction_hook: called at every step as ``prediction_hook(state, prediction)``; its return value
             replaces the network's prediction ``(pos0, atom, charge, bond logits)`` before the reverse step and
-            self-conditioning (e.g. :class:`moldiff.sampling.guidance.PropertyGuidance`).
+            self-conditioning (e.g. :class:`moldiff.sampling.guidance.PredictorGuidance`).
         return_probs: also attach the final step's clean-class probabilities ``atom_probs [N,Ka]``,
             ``charge_probs [N,Kc]`` and ``bond_probs [E,Kb]`` (symmetric), for decodings other than argmax.
 

@@ -73,6 +73,14 @@ class LoadedModel:
         return own[prop], [float(v) for v in (cond.get("guidance_intervals") or {}).get(prop, [0.0, 1.0])]
 
     @property
+    def recorded_predictor_guidance(self) -> dict[str, Any] | None:
+        """The predictor guidance this model samples with by default when targets are given
+        (``conditioning.predictor_guidance``: ``{"predictor", "scale", "interval"}``, written by
+        ``scripts/export_pretrained.py --predictor-guidance``); None when it records none."""
+        pg = (self.hparams.get("conditioning") or {}).get("predictor_guidance")
+        return dict(pg) if pg else None
+
+    @property
     def sampler_settings(self) -> list[dict[str, float]]:
         """Sampler settings the model file recommends for ranges of step counts (``sampling.settings`` of its
         hyper-parameters, written by ``scripts/export_pretrained.py --sampler-settings``): a list of

@@ -83,12 +83,12 @@ BAD = [
     (["inpaint.sdf=frag.sdf", "num_atoms=3"], ["num_atoms=3 leaves no atom to grow", "frag.sdf has 3 atoms", ">= 4"]),
     (["inpaint.sdf=frag.sdf", "num_atoms=[2,9]"], ["num_atoms=[2, 9] leaves no atom to grow"]),
     (["out=folder", "ckpt=missing.ckpt"], ["out=folder is an existing folder"]),  # outputs are checked first
-    (["property_guidance.scale=-1"], ["property_guidance.scale must be >= 0", "-1"]),
-    (["property_guidance.interval=[0.6,0.2]"], ["property_guidance.interval must be [lo, hi]", "[0.6, 0.2]"]),
-    (["property_guidance.max_step=0"], ["property_guidance.max_step", "got 0"]),
-    (["conditioning.mu=2", "property_guidance.predictor=tensor.pt"], ["property_guidance.predictor=tensor.pt",
+    (["predictor_guidance.scale=-1"], ["predictor_guidance.scale must be >= 0", "-1"]),
+    (["predictor_guidance.interval=[0.6,0.2]"], ["predictor_guidance.interval must be [lo, hi]", "[0.6, 0.2]"]),
+    (["predictor_guidance.max_step=0"], ["predictor_guidance.max_step", "got 0"]),
+    (["conditioning.mu=2", "predictor_guidance.predictor=tensor.pt"], ["predictor_guidance.predictor=tensor.pt",
                                                                       "not a moldiff property-predictor checkpoint"]),
-    (["conditioning.mu=2", "property_guidance.predictor=missing.pt"], ["property_guidance.predictor=missing.pt",
+    (["conditioning.mu=2", "predictor_guidance.predictor=missing.pt"], ["predictor_guidance.predictor=missing.pt",
                                                                        "does not exist"]),
 ]
 

@@ -12,7 +12,7 @@ from torch_geometric.utils import scatter
 
 from moldiff.diffusion.joint import NoisyGraph
 from moldiff.models.property import PropertyPredictor
-from moldiff.sampling.guidance import PropertyGuidance
+from moldiff.sampling.guidance import PredictorGuidance
 from moldiff.sampling.sampler import sample
 from moldiff.utils.geometry import random_rotation, zero_com
 from moldiff.utils.graph import reverse_edge_index
@@ -50,7 +50,7 @@ def targets(G, dtype=torch.float64):
 
 def test_correction_is_e3_equivariant_and_translation_free(graph_factory):
     b = graph_factory(num_graphs=2, lo=4, hi=7, num_types=3, dtype=torch.float64, seed=5)
-    guide = PropertyGuidance(predictor(), targets(2), scale=0.3, max_step=None)
+    guide = PredictorGuidance(predictor(), targets(2), scale=0.3, max_step=None)
     pred = prediction(b)
     moved = guide(state(b), pred)[0] - pred[0]
     assert moved.abs().max() > 1e-6
@@ -64,7 +64,7 @@ def test_correction_is_e3_equivariant_and_translation_free(graph_factory):
 
 def test_correction_is_permutation_equivariant(graph_factory):
     b = graph_factory(num_graphs=1, lo=6, hi=6, num_types=3, dtype=torch.float64, seed=2)
-    guide = PropertyGuidance(predictor(), targets(1), scale=0.3, max_step=None)
+    guide = PredictorGuidance(predictor(), targets(1), scale=0.3, max_step=None)
     pred = prediction(b)
     moved = guide(state(b), pred)[0] - pred[0]
     perm = torch.randperm(b.num_nodes, generator=torch.Generator().manual_seed(4))
@@ -78,7 +78,7 @@ def test_a_small_step_lowers_the_predictor_error_of_given_properties_only(graph_
     b = graph_factory(num_graphs=3, lo=4, hi=8, num_types=3, dtype=torch.float64, seed=7)
     pred = prediction(b)
     tg = targets(3)
-    guide = PropertyGuidance(predictor(), tg, scale=0.01, max_step=None)
+    guide = PredictorGuidance(predictor(), tg, scale=0.01, max_step=None)
     probs = pred[1].softmax(-1), pred[2].softmax(-1)
 
     def err(pos):
@@ -87,7 +87,7 @@ def test_a_small_step_lowers_the_predictor_error_of_given_properties_only(graph_
     before, after = err(pred[0]), err(guide(state(b), pred)[0])
     assert (after < before).all()
     # no property given at all: nothing moves
-    none = PropertyGuidance(predictor(), torch.full((3, 2), float("nan"), dtype=torch.float64), scale=1.0)
+    none = PredictorGuidance(predictor(), torch.full((3, 2), float("nan"), dtype=torch.float64), scale=1.0)
     assert torch.equal(none(state(b), pred)[0], pred[0])
 
 
@@ -95,9 +95,9 @@ def test_interval_scale_zero_and_the_per_atom_cap(graph_factory):
     b = graph_factory(num_graphs=2, lo=4, hi=7, num_types=3, dtype=torch.float64, seed=5)
     pred = prediction(b)
     p = predictor()
-    assert PropertyGuidance(p, targets(2), scale=0.3, interval=(0.0, 0.4))(state(b, 0.5), pred) is pred
-    assert PropertyGuidance(p, targets(2), scale=0.0)(state(b), pred) is pred
-    capped = PropertyGuidance(p, targets(2), scale=100.0, max_step=0.05)(state(b), pred)[0]
+    assert PredictorGuidance(p, targets(2), scale=0.3, interval=(0.0, 0.4))(state(b, 0.5), pred) is pred
+    assert PredictorGuidance(p, targets(2), scale=0.0)(state(b), pred) is pred
+    capped = PredictorGuidance(p, targets(2), scale=100.0, max_step=0.05)(state(b), pred)[0]
     step = capped - pred[0]
     assert step.norm(dim=-1).max() <= 0.1 + 1e-12  # the cap, plus the shared centre-of-mass shift
     assert step.norm(dim=-1).max() > 0.04
@@ -108,13 +108,13 @@ def test_interval_scale_zero_and_the_per_atom_cap(graph_factory):
 def test_bad_settings_are_refused():
     p = predictor()
     with pytest.raises(ValueError, match="scale"):
-        PropertyGuidance(p, targets(2), scale=-1)
+        PredictorGuidance(p, targets(2), scale=-1)
     with pytest.raises(ValueError, match="interval"):
-        PropertyGuidance(p, targets(2), scale=1, interval=(0.5, 0.2))
+        PredictorGuidance(p, targets(2), scale=1, interval=(0.5, 0.2))
     with pytest.raises(ValueError, match="max_step"):
-        PropertyGuidance(p, targets(2), scale=1, max_step=0)
+        PredictorGuidance(p, targets(2), scale=1, max_step=0)
     with pytest.raises(ValueError, match=r"p0', 'p1'"):
-        PropertyGuidance(p, torch.zeros(2, 3), scale=1)
+        PredictorGuidance(p, torch.zeros(2, 3), scale=1)
 
 
 def test_sampler_applies_the_hook_before_each_reverse_step():
@@ -129,7 +129,7 @@ def test_sampler_applies_the_hook_before_each_reverse_step():
                  prediction_hook=hook)
     assert seen == [1.0, 0.75, 0.5, 0.25]
     assert out.pos.abs().max() == 0  # the last step returns the (hooked) prediction itself
-    guide = PropertyGuidance(predictor(torch.float32), torch.tensor([[1.0, float("nan")]] * 2), scale=0.5)
+    guide = PredictorGuidance(predictor(torch.float32), torch.tensor([[1.0, float("nan")]] * 2), scale=0.5)
     plain = sample(diff, fn(net), torch.tensor([4, 5]), steps=3, generator=torch.Generator().manual_seed(0))
     guided = sample(diff, fn(net), torch.tensor([4, 5]), steps=3, generator=torch.Generator().manual_seed(0),
                     prediction_hook=guide)

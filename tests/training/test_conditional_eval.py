@@ -145,28 +145,36 @@ def test_eval_conditional_refuses_a_bad_grid():
         assert proc.returncode != 0 and "must be > 0" in proc.stderr
 
 
-def test_property_guidance_steers_a_conditional_or_an_unconditional_model(trained, tiny_ckpt):
-    """``property_guidance.predictor=`` adds predictor guidance: recorded in the tags and the resume settings,
-    usable with an unconditional model (targets then name the predictor's properties), bad values refused."""
+def test_predictor_guidance_steers_a_conditional_or_an_unconditional_model(trained, tiny_ckpt):
+    """Predictor guidance: the guide a model records is used by default (``predictor_guidance.predictor=none``
+    turns it off), recorded in the tags and the resume settings; usable with an unconditional model (targets
+    then name the predictor's properties); bad values refused."""
     tmp, data_root, pred, gen = trained
+    run_script("export_pretrained.py", str(gen), "--name", "pg", "--hardware", "test", "--wall-time-min", "1",
+               "--predictor-guidance", f"{pred},0.5,0.2,1", "--out-dir", str(tmp))
     out = tmp / "pg.sdf"
-    run_cli("sample", f"ckpt={gen}", "n_samples=2", "steps=3", "conditioning.mu=3", f"property_guidance.predictor={pred}",
-            "property_guidance.scale=0.5", f"out={out}", "progress=false", "decode=argmax")
-    text = out.read_text()
-    assert "<property_guidance>\nlast.ckpt scale 0.5 at t 0 to 1" in text and "<guidance_scale>" in text
-    settings = json.loads((tmp / "pg.sdf.run.json").read_text())["settings"]
-    assert settings["property_guidance"]["scale"] == 0.5 and len(settings["property_guidance"]["sha256"]) == 64
+
+    def run(*extra):
+        run_cli("sample", f"ckpt={tmp / 'pg.pt'}", "n_samples=2", "steps=3", "conditioning.mu=3", *extra, f"out={out}",
+                "progress=false", "decode=argmax", "resume=false")
+        return out.read_text(), json.loads((tmp / "pg.sdf.run.json").read_text())["settings"]
+
+    text, settings = run()
+    assert "<predictor_guidance>\nlast.ckpt scale 0.5 at t 0.2 to 1" in text and "<guidance_scale>" in text
+    assert settings["predictor_guidance"]["interval"] == [0.2, 1] and len(settings["predictor_guidance"]["sha256"]) == 64
+    text, settings = run("predictor_guidance.predictor=none")
+    assert "<predictor_guidance>" not in text and "predictor_guidance" not in settings
     out2 = tmp / "pg_uncond.sdf"
     run_cli("sample", f"ckpt={tiny_ckpt}", "n_samples=2", "steps=3", "conditioning.gap=6000",
-            f"property_guidance.predictor={pred}", f"out={out2}", "progress=false", "decode=argmax")
+            f"predictor_guidance.predictor={pred}", f"out={out2}", "progress=false", "decode=argmax")
     text = out2.read_text()
-    assert "<target_gap>\n6000.0" in text and "<property_guidance>" in text and "<guidance_scale>" not in text
+    assert "<target_gap>\n6000.0" in text and "scale 1 at t 0.1 to 1" in text and "<guidance_scale>" not in text
     bad = run_cli("sample", f"ckpt={tiny_ckpt}", "n_samples=1", "steps=2", "conditioning.homo=1",
-                  f"property_guidance.predictor={pred}", f"out={tmp / 'x.sdf'}", check=False)
+                  f"predictor_guidance.predictor={pred}", f"out={tmp / 'x.sdf'}", check=False)
     assert bad.returncode == 2 and "does not condition on ['homo']" in bad.stderr and "guide predictor" in bad.stderr
     js = tmp / "guided.json"
     run_script("eval_conditional.py", "--generator", str(tiny_ckpt), "--predictor", str(pred), "--guide", str(pred),
                "--properties", "mu", "--n", "3", "--steps", "2", "--data-root", str(data_root), "--dataset",
                "qm9_first300", "--json", str(js))
     (row,) = json.loads(js.read_text())["rows"]
-    assert row["property_guidance"]["scale"] == 0.05 and "guide=" in row["key"] and "mu" in row["mae"]
+    assert row["predictor_guidance"]["scale"] == 1 and "guide=" in row["key"] and "mu" in row["mae"]
