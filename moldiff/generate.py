@@ -136,6 +136,7 @@ def load_guide(cfg: DictConfig, model: LoadedModel, device: torch.device):
     if guide.vocab.to_dict() != model.vocab.to_dict():
         raise ValueError(f"{key}={name} predicts molecules of another atom vocabulary than model {model.path} "
                          f"({guide.vocab.elements} / {model.vocab.elements})")
+    guide_weights(cfg, guide)  # names only the guide's properties
     return guide
 
 
@@ -176,7 +177,19 @@ def resolve_predictor_guidance(cfg: DictConfig, model: LoadedModel) -> None:
         for key in ("scale", "interval"):
             if pg[key] is None:
                 pg[key] = recorded.get(key, PREDICTOR_GUIDANCE_DEFAULTS[key])
+        if pg.get("weights") is None:
+            pg.weights = dict(recorded.get("weights") or {})
     check_predictor_guidance(cfg)
+
+
+
+def guide_weights(cfg: DictConfig, guide) -> dict[str, float]:
+    """``predictor_guidance.weights`` as ``{property: float}``, checked against the guide's properties."""
+    weights = {str(p): float(w) for p, w in (cfg.predictor_guidance.get("weights") or {}).items()}
+    unknown = sorted(set(weights) - set(guide.properties))
+    if unknown:
+        raise ValueError(f"predictor_guidance.weights names {unknown}; the guide predicts {guide.properties}")
+    return weights
 
 
 
@@ -196,6 +209,13 @@ def check_predictor_guidance(cfg: DictConfig) -> None:
                          f"got {pg.interval!r}") from None
     if pg.max_step is not None:
         as_number(pg.max_step, "predictor_guidance.max_step (Angstrom, or null)", positive=True)
+    weights = pg.get("weights")
+    if weights is not None:
+        if not OmegaConf.is_dict(weights) and not isinstance(weights, dict):
+            raise ValueError(f"predictor_guidance.weights must be a mapping such as {{alpha: 0.5}}, got {weights!r}")
+        for p, w in weights.items():
+            if as_number(w, f"predictor_guidance.weights.{p}") < 0:
+                raise ValueError(f"predictor_guidance.weights.{p} must be >= 0, got {w}")
 
 
 
@@ -595,7 +615,8 @@ def sample_batch(b: int, cfg: DictConfig, model: LoadedModel, targets: torch.Ten
         if guide is not None:
             pg = cfg.predictor_guidance
             hook = PredictorGuidance(guide, guide_targets(cond, target_properties(model, guide), guide), float(pg.scale),
-                                    tuple(pg.interval), None if pg.max_step is None else float(pg.max_step))
+                                    tuple(pg.interval), None if pg.max_step is None else float(pg.max_step),
+                                    guide_weights(cfg, guide))
     extra = {"return_probs": True} if cfg.decode == "map" else {}
     out = sample(
         model.diffusion, model.denoiser_fn(None), counts, steps=cfg.steps, sampler=cfg.sampler,

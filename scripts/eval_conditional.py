@@ -104,7 +104,7 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
         sl = slice(k, min(a.n, k + a.batch_size))
         g = torch.Generator().manual_seed(a.seed * 1_000_003 + k)
         hook = None if guide_t is None else PredictorGuidance(a.guide_module, guide_t[sl], a.guide_scale,
-                                                             a.guide_interval, a.guide_max_step)
+                                                             a.guide_interval, a.guide_max_step, a.guide_weights)
         if guidance == 0 or not gen.properties:  # the unconditional prediction alone
             out = sample(gen.diffusion, gen.denoiser_fn(None), counts[sl], steps=a.steps, generator=g,
                          prediction_hook=hook, **grid)
@@ -125,7 +125,8 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
            "hardware": hardware(), "mae": {}, "baselines": {}}
     if a.guide_module is not None:
         row["predictor_guidance"] = {"predictor": shown_path(a.guide), "scale": a.guide_scale,
-                                    "interval": list(a.guide_interval), "max_step": a.guide_max_step}
+                                    "interval": list(a.guide_interval), "max_step": a.guide_max_step,
+                                     **({"weights": a.guide_weights} if a.guide_weights else {})}
     for j, p in enumerate(props):
         yk = y[:, pred.properties.index(p)]
         row["mae"][p] = float(np.abs(yk - targets[kept, j]).mean())
@@ -137,7 +138,8 @@ def row_key(props: list[str], guidance: float, a) -> str:
     interval = "" if list(a.guidance_interval) == [0.0, 1.0] else f"|interval={a.guidance_interval[0]:g}-{a.guidance_interval[1]:g}"
     grid = "" if (a.time_power, a.temperature) == (1.0, 1.0) else f"|time_power={a.time_power:g}|temperature={a.temperature:g}"
     guide = "" if a.guide is None else (f"|guide={shown_path(a.guide)}:{a.guide_scale:g}@{a.guide_interval[0]:g}-"
-                                        f"{a.guide_interval[1]:g},cap={a.guide_max_step}")
+                                        f"{a.guide_interval[1]:g},cap={a.guide_max_step}"
+                                        + "".join(f",{p}={w:g}" for p, w in sorted(a.guide_weights.items()) if p in props))
     return f"{'+'.join(props)}|w={guidance:g}{interval}{grid}{guide}|n={a.n}|steps={a.steps}|seed={a.seed}"
 
 
@@ -178,6 +180,8 @@ def main(argv=None) -> dict:
                     help="predictor guidance at diffusion times t in [LO, HI] (default: the generator's own, else 0.1 1)")
     ap.add_argument("--guide-max-step", type=float, default=0.1,
                     help="largest predictor-guidance move of one atom in one step, Angstrom (0: no cap)")
+    ap.add_argument("--guide-weight", action="append", default=[], metavar="PROP=W",
+                    help="weight of PROP's error in predictor guidance (default: the generator's own, else 1)")
     ap.add_argument("--batch-size", type=int, default=100)
     ap.add_argument("--data-root", default=None)
     ap.add_argument("--dataset", default="qm9")
@@ -200,6 +204,13 @@ def main(argv=None) -> dict:
                             else a.guide_interval)
     if a.guide in SHIPPED_GUIDES and not Path(a.guide).exists():
         a.guide = str(pretrained_path(a.guide))
+    a.guide_weights = dict(recorded.get("weights") or {})
+    for item in a.guide_weight:
+        prop, sep, w = item.partition("=")
+        try:
+            a.guide_weights[prop] = float(w)
+        except ValueError:
+            ap.error(f"--guide-weight {item!r}: expected PROP=WEIGHT")
     a.guide_module = None if a.guide is None else load_property_module(a.guide)
     a.guide_max_step = a.guide_max_step or None
     if not gen.properties and a.guide is None:

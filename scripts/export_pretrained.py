@@ -16,6 +16,10 @@ under another name or with a default guidance weight; its training record is kep
 where it differs from ``--guidance-scale``, applied at the diffusion times in ``[LO, HI]`` (default every
 step); with several properties given the sampler uses ``--guidance-scale``.)
 
+``--predictor-guidance PREDICTOR,SCALE,LO,HI[,PROP=W...]`` records the predictor guidance the conditional model samples
+with when targets are given (``moldiff-sample``'s ``predictor_guidance``; the shipped model:
+``qm9_guide,2,0.05,1``, the guide predictor trained on the generator's half of QM9).
+
 ``--sampler-settings MIN-MAX:TIME_POWER:TEMPERATURE`` (repeatable) records the sampler settings the model
 uses for step counts MIN to MAX when ``time_power`` and ``temperature`` are left out (null):
 
@@ -34,7 +38,7 @@ optimizer steps and minutes) gets them listed with ``--round-records``, in order
 the rounds' minutes, states collection included:
 
   python scripts/export_pretrained.py d/round3/model.pt --name qm9_conditional --guidance-scale 2 \
-      --property-guidance mu=4,0.3,1 --round-records d/round1/record.json d/round2/record.json d/round3/record.json \
+      --property-guidance mu=4,0.3,1 --predictor-guidance qm9_guide,2,0.05,1 --round-records d/round1/record.json d/round2/record.json d/round3/record.json \
       --warm-started-from moldiff/pretrained/qm9_conditional.pt
 
 Writes <name>.pt (state_dict of the EMA net + hyper-parameters; fp16 with --half) and <name>.json
@@ -73,16 +77,22 @@ def parse_sampler_settings(item: str) -> dict:
 
 
 def parse_predictor_guidance(text: str) -> dict:
-    """``PREDICTOR,SCALE,LO,HI`` -> ``{"predictor", "scale", "interval"}`` (``SystemExit`` naming the option)."""
+    """``PREDICTOR,SCALE,LO,HI[,PROP=W...]`` -> ``{"predictor", "scale", "interval", "weights"}`` (``SystemExit``
+    naming the option)."""
     name, *rest = text.split(",")
+    weights = {}
     try:
-        scale, lo, hi = (float(v) for v in rest)
+        scale, lo, hi = (float(v) for v in rest[:3])
+        for item in rest[3:]:
+            prop, _, w = item.partition("=")
+            weights[prop] = float(w)
     except ValueError:
         scale = lo = hi = float("nan")
-    if not name or not scale >= 0 or not 0 <= lo <= hi <= 1:
-        raise SystemExit(f"--predictor-guidance {text!r}: expected PREDICTOR,SCALE,LO,HI with SCALE >= 0 and "
-                         f"0 <= LO <= HI <= 1")
-    return {"predictor": name, "scale": scale, "interval": [lo, hi]}
+    if not name or not scale >= 0 or not 0 <= lo <= hi <= 1 or any(not w >= 0 for w in weights.values()):
+        raise SystemExit(f"--predictor-guidance {text!r}: expected PREDICTOR,SCALE,LO,HI[,PROP=WEIGHT...] with "
+                         f"SCALE >= 0, 0 <= LO <= HI <= 1 and weights >= 0")
+    out = {"predictor": name, "scale": scale, "interval": [lo, hi]}
+    return {**out, "weights": weights} if weights else out
 
 
 def main(argv=None) -> None:
@@ -95,9 +105,10 @@ def main(argv=None) -> None:
     ap.add_argument("--property-guidance", action="append", default=[], metavar="PROP=W[,LO,HI]",
                     help="default guidance weight (and interval of diffusion times) when PROP alone is given "
                          "(repeatable), e.g. mu=4,0.2,1")
-    ap.add_argument("--predictor-guidance", default=None, metavar="PREDICTOR,SCALE,LO,HI",
+    ap.add_argument("--predictor-guidance", default=None, metavar="PREDICTOR,SCALE,LO,HI[,PROP=W...]",
                     help="predictor guidance the conditional model samples with when targets are given, e.g. "
-                         "qm9_guide,1,0.1,1 (a shipped predictor's name or a path)")
+                         "qm9_guide,2,0.05,1,alpha=0.5 (a shipped predictor's name or a path; PROP=W weighs that "
+                         "property's error)")
     ap.add_argument("--sampler-settings", action="append", default=[], metavar="MIN-MAX:TIME_POWER:TEMPERATURE",
                     help="time_power and temperature the model samples MIN to MAX steps with when they are not "
                          "given (repeatable), e.g. 20-25:1.5:0.25")

@@ -86,6 +86,12 @@ def test_sample_from_a_training_checkpoint(tiny_ckpt):
         model.sample(2, steps=4, decode="best")
     with pytest.raises(ValueError, match="^n must be"):
         model.sample(0)
+    with pytest.raises(ValueError, match="unknown options"):
+        model.sample(2, steps=4, conditioning={"mu": 3.0}, predictor_guidance={"size": 1})
+    # predictor guidance alone steers an unconditional model toward targets (the shipped guide predictor)
+    steered = model.sample(2, steps=3, conditioning={"mu": 3.0}, predictor_guidance={"predictor": "qm9_guide"})
+    assert [float(m.GetProp("target_mu")) for m in steered] == [3.0, 3.0]
+    assert steered[0].GetProp("predictor_guidance") == "qm9_guide scale 1 at t 0.1 to 1"
 
 
 def test_evaluate_needs_molecules():

@@ -23,6 +23,7 @@ from moldiff.generate import (
     decode_settings,
     default_ckpt,
     few_step_hint,
+    guide_weights,
     load_checkpoint,
     load_guide,
     parse_num_atoms,
@@ -117,7 +118,8 @@ def run_settings(cfg: DictConfig, model: LoadedModel, targets: torch.Tensor | No
     pg = cfg.predictor_guidance
     steer = {} if guide is None or targets is None else {"predictor_guidance": {
         "predictor": str(pg.predictor), "sha256": file_sha256(guide.source_path), "scale": float(pg.scale),
-        "interval": [float(v) for v in pg.interval], "max_step": None if pg.max_step is None else float(pg.max_step)}}
+        "interval": [float(v) for v in pg.interval], "max_step": None if pg.max_step is None else float(pg.max_step),
+        "weights": guide_weights(cfg, guide)}}
     return {**steer,
         "ckpt": model.path, "ckpt_sha256": file_sha256(model.path), "n_samples": cfg.n_samples, "steps": cfg.steps,
         "sampler": cfg.sampler, "time_power": float(cfg.time_power),

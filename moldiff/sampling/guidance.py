@@ -4,7 +4,7 @@ invariant property predictor, applied to each step's clean-molecule prediction.
 At every step whose time lies in ``interval``, the denoiser's coordinate prediction ``x0`` is moved down
 the gradient of the predictor's squared error (normalised units, summed over the given properties):
 
-    x0 <- x0 - scale * d/dx0 sum_p ((f_p(x0, types) - target_p) / std_p)^2
+    x0 <- x0 - scale * d/dx0 sum_p w_p ((f_p(x0, types) - target_p) / std_p)^2
 
 The predictor sees ``x0`` with the step's predicted atom-type and charge probabilities (soft one-hot
 inputs), so it runs on a denoised molecule and needs no noisy training. The reverse step then moves the
@@ -33,10 +33,12 @@ class PredictorGuidance:
         scale: step size of the correction (squared Angstrom per normalised squared error).
         interval: ``(lo, hi)``: guide at the steps whose time ``t`` lies in it.
         max_step: largest correction of one atom in one step, Angstrom (``None``: no cap).
+        weights: ``{property: w}``: that property's squared error counts ``w`` times (default 1 each), e.g.
+            to guide an extensive property, whose gradient stretches the molecule, more gently.
     """
 
     def __init__(self, predictor, targets: torch.Tensor, scale: float, interval: Sequence[float] = (0.0, 1.0),
-                 max_step: float | None = 0.1) -> None:
+                 max_step: float | None = 0.1, weights: dict[str, float] | None = None) -> None:
         if not scale >= 0:
             raise ValueError(f"the predictor-guidance scale must be >= 0, got {scale}")
         lo, hi = (float(v) for v in interval)
@@ -47,15 +49,21 @@ class PredictorGuidance:
         if targets.dim() != 2 or targets.shape[1] != len(predictor.properties):
             raise ValueError(f"targets must be [molecules, {len(predictor.properties)}] (one column per predicted "
                              f"property: {predictor.properties}), got {list(targets.shape)}")
+        unknown = sorted(set(weights or {}) - set(predictor.properties))
+        if unknown or any(not float(w) >= 0 for w in (weights or {}).values()):
+            raise ValueError(f"predictor-guidance weights must be >= 0 for properties of {predictor.properties}, "
+                             f"got {dict(weights or {})}")
         self.predictor = predictor
         self.scale, self.lo, self.hi, self.max_step = float(scale), lo, hi, max_step
         dev = predictor.mean.device
         targets = targets.to(dev, predictor.mean.dtype)
         self.mask = ~torch.isnan(targets)
         self.goal = torch.where(self.mask, (targets - predictor.mean) / predictor.std, torch.zeros((), device=dev))
+        self.weight = torch.tensor([float((weights or {}).get(p, 1.0)) for p in predictor.properties],
+                                   dtype=targets.dtype, device=dev)
 
     def active(self, t: float) -> bool:
-        return self.scale > 0 and self.lo <= t <= self.hi and bool(self.mask.any())
+        return self.scale > 0 and self.lo <= t <= self.hi and bool((self.mask & (self.weight > 0)).any())
 
     def error(self, pos: torch.Tensor, atom_probs: torch.Tensor, charge_probs: torch.Tensor, edge_index, batch,
               num_graphs: int, rev=None) -> torch.Tensor:
@@ -63,7 +71,7 @@ class PredictorGuidance:
         feat = torch.cat([atom_probs, charge_probs], -1)
         y = self.predictor.net(pos, feat, edge_index, batch, num_graphs, rev=rev)
         err = torch.where(self.mask, y - self.goal, torch.zeros((), device=y.device))
-        return err.pow(2).sum(-1)
+        return (self.weight * err.pow(2)).sum(-1)
 
     def __call__(self, g, prediction: tuple) -> tuple:
         t = float(g.t[0])

@@ -134,3 +134,16 @@ def test_sampler_applies_the_hook_before_each_reverse_step():
     guided = sample(diff, fn(net), torch.tensor([4, 5]), steps=3, generator=torch.Generator().manual_seed(0),
                     prediction_hook=guide)
     assert torch.isfinite(guided.pos).all() and not torch.allclose(plain.pos, guided.pos)
+
+
+def test_property_weights_scale_each_error(graph_factory):
+    b = graph_factory(num_graphs=2, lo=4, hi=7, num_types=3, dtype=torch.float64, seed=5)
+    pred = prediction(b)
+    only_first = torch.tensor([[3.0, float("nan")]] * 2, dtype=torch.float64)
+    full = PredictorGuidance(predictor(), only_first, scale=0.3, max_step=None)
+    half = PredictorGuidance(predictor(), only_first, scale=0.3, max_step=None, weights={"p0": 0.5})
+    assert torch.allclose(half(state(b), pred)[0] - pred[0], 0.5 * (full(state(b), pred)[0] - pred[0]), atol=1e-12)
+    off = PredictorGuidance(predictor(), only_first, scale=0.3, weights={"p0": 0.0})
+    assert off(state(b), pred) is pred  # nothing to guide: no predictor call
+    with pytest.raises(ValueError, match="weights"):
+        PredictorGuidance(predictor(), only_first, scale=0.3, weights={"dipole": 1.0})
