@@ -139,7 +139,7 @@ def row_key(props: list[str], guidance: float, a) -> str:
     grid = "" if (a.time_power, a.temperature) == (1.0, 1.0) else f"|time_power={a.time_power:g}|temperature={a.temperature:g}"
     guide = "" if a.guide is None else (f"|guide={shown_path(a.guide)}:{a.guide_scale:g}@{a.guide_interval[0]:g}-"
                                         f"{a.guide_interval[1]:g},cap={a.guide_max_step}"
-                                        + "".join(f",{p}={w:g}" for p, w in sorted(a.guide_weights.items()) if p in props))
+                                        + "".join(f",{p}={w:g}" for p, w in sorted(a.guide_weights.items()) if p in props and w != 1))
     return f"{'+'.join(props)}|w={guidance:g}{interval}{grid}{guide}|n={a.n}|steps={a.steps}|seed={a.seed}"
 
 
