@@ -74,7 +74,7 @@ def default_ckpt(cfg: DictConfig) -> str | None:
 
 
 def target_properties(model: LoadedModel, guide=None) -> list[str]:
-    """The properties targets are given for: the model's own, or (an unconditional model steered by property
+    """The properties targets are given for: the model's own, or (an unconditional model steered by predictor
     guidance alone) the guide predictor's."""
     return list(model.properties) if model.properties or guide is None else list(guide.properties)
 
@@ -587,8 +587,11 @@ def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedM
                 m.props["guidance_interval"] = " ".join(f"{v:g}" for v in cfg.guidance_interval)
             if guide is not None:
                 pg = cfg.predictor_guidance
+                weights = guide_weights(cfg, guide)
                 m.props["predictor_guidance"] = (f"{Path(str(pg.predictor)).name} scale {float(pg.scale):g} at t "
-                                                f"{' to '.join(f'{float(v):g}' for v in pg.interval)}")
+                                                f"{' to '.join(f'{float(v):g}' for v in pg.interval)}"
+                                                + ("" if not weights else ", weights "
+                                                   + " ".join(f"{p}={w:g}" for p, w in sorted(weights.items()))))
         if fragment is not None:
             m.props["inpaint_fixed_atoms"] = fragment.num_atoms
 
