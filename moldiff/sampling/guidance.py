@@ -61,9 +61,11 @@ class PredictorGuidance:
         self.goal = torch.where(self.mask, (targets - predictor.mean) / predictor.std, torch.zeros((), device=dev))
         self.weight = torch.tensor([float((weights or {}).get(p, 1.0)) for p in predictor.properties],
                                    dtype=targets.dtype, device=dev)
+        # decided once here, not at every step (no device sync in the sampling loop for it)
+        self.guides_any = self.scale > 0 and bool((self.mask & (self.weight > 0)).any())
 
     def active(self, t: float) -> bool:
-        return self.scale > 0 and self.lo <= t <= self.hi and bool((self.mask & (self.weight > 0)).any())
+        return self.guides_any and self.lo <= t <= self.hi
 
     def error(self, pos: torch.Tensor, atom_probs: torch.Tensor, charge_probs: torch.Tensor, edge_index, batch,
               num_graphs: int, rev=None) -> torch.Tensor:
