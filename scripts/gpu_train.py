@@ -95,6 +95,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--data-root", default=str(ROOT / "data" / "processed"))
     ap.add_argument("--run-dir", type=Path, default=None, help="Lightning run folder (default OUT/run)")
     ap.add_argument("--name", default="qm9_default", help="name recorded for the exported model")
+    ap.add_argument("--matmul-precision", default="high", choices=("highest", "high", "medium"),
+                    help="torch.set_float32_matmul_precision: 'high' lets float32 matrix products use TF32 "
+                         "(10-bit significand) on the GPU; 'highest' keeps them in full float32")
     a = ap.parse_args(argv)
     if a.resume and a.init_from:
         raise SystemExit("give --resume or --init-from, not both")
@@ -108,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
 
     from moldiff.cli.train import train
 
-    torch.set_float32_matmul_precision("high")
+    torch.set_float32_matmul_precision(a.matmul_precision)
     out = a.out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     run_dir = (a.run_dir or out / "run").resolve()
