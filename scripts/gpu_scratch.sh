@@ -36,6 +36,7 @@ pack() { tar cf "$out/$1.tar" -C "$work" --exclude='resume.ckpt*' "$1"; }
 
 MOLDIFF_TEST_DATA_ROOT=data/processed "$py" -m pytest -q -p no:cacheprovider tests/training/test_train.py \
   -k noise_differs >"$out/cuda_test.txt" 2>&1 &
+pt=$!
 
 (chunk scratch --minutes "$(scaled 7.8)" --total-minutes "$(scaled 7.8)" -- \
    data.batch_size=2048 optim.lr=2.0e-3 optim.warmup_steps=200 data.num_workers=7 "${extra[@]}"
@@ -54,8 +55,7 @@ pg=$!
  echo "precision: exit $?" | tee -a "$work/status.txt"
  pack fp32) &
 pf=$!
-wait $ps $pg $pf
-wait
+wait $ps $pg $pf $pt   # not a bare wait: the GPU monitor runs until killed
 cat "$work/status.txt"
 [ -n "${dmon:-}" ] && kill "$dmon" 2>/dev/null
 true
