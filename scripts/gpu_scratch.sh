@@ -6,8 +6,8 @@
 #   fp32     the float32 test of the precision floor: the shipped undistilled model continued for 3.3 minutes
 #            at batch 2,048 in float32, TF32 off (the bf16 run of the same length left it at 0.0082 A), then
 #            scripts/precision_check.py --decompose on it and on the shipped model (no RDKit needed)
-# and the CUDA test of the training RNG. Needs the prepared cache data/processed/qm9 and the wheel folder
-# .whl/ (docs/gpu_training.md).
+# and the CUDA test of the training RNG (skipped unless data/processed/qm9_first300 is carried too). Needs the
+# prepared cache data/processed/qm9 and the wheel folder .whl/ (docs/gpu_training.md).
 #   scripts/gpu_scratch.sh OUT             OUT gets scratch.tar, guide.tar, fp32.tar (model.pt/json, metrics.csv,
 #                                          record.json, log; no resume checkpoints), cuda_test.txt, gpu_use.txt
 #   SCALE=0.02 scripts/gpu_scratch.sh OUT  a dry run with every chunk 50 times shorter (also on a CPU)
