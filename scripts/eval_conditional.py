@@ -46,7 +46,7 @@ from moldiff.sampling.guidance import PredictorGuidance
 from moldiff.sampling.sampler import sample
 from moldiff.training.checkpoint import load_model, pretrained_path
 from moldiff.training.property_module import load_property_module
-from moldiff.utils.io import atomic_write, shown_path
+from moldiff.utils.io import atomic_write, file_sha256, shown_path
 
 #: Published MAE rows (EDM protocol; units as in the table): EDM (Hoogeboom et al. 2022, table 3),
 #: GeoLDM (Xu et al. 2023), GeoBFN (Song et al. 2024); and the baselines EDM reported.
@@ -124,8 +124,8 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
            "sampling_seconds": round(seconds, 1), "sampling_cpu_seconds": round(time.process_time() - cpu0, 1),
            "hardware": hardware(), "mae": {}, "baselines": {}}
     if a.guide_module is not None:
-        row["predictor_guidance"] = {"predictor": shown_path(a.guide), "scale": a.guide_scale,
-                                    "interval": list(a.guide_interval), "max_step": a.guide_max_step,
+        row["predictor_guidance"] = {"predictor": shown_path(a.guide), "sha256": a.guide_sha256, "scale": a.guide_scale,
+                                     "interval": list(a.guide_interval), "max_step": a.guide_max_step,
                                      **({"weights": a.guide_weights} if a.guide_weights else {})}
     for j, p in enumerate(props):
         yk = y[:, pred.properties.index(p)]
@@ -137,7 +137,8 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
 def row_key(props: list[str], guidance: float, a) -> str:
     interval = "" if list(a.guidance_interval) == [0.0, 1.0] else f"|interval={a.guidance_interval[0]:g}-{a.guidance_interval[1]:g}"
     grid = "" if (a.time_power, a.temperature) == (1.0, 1.0) else f"|time_power={a.time_power:g}|temperature={a.temperature:g}"
-    guide = "" if a.guide is None else (f"|guide={shown_path(a.guide)}:{a.guide_scale:g}@{a.guide_interval[0]:g}-"
+    # the guide's file hash is part of the key: a retrained guide under the same name is another setting
+    guide = "" if a.guide is None else (f"|guide={shown_path(a.guide)}#{a.guide_sha256[:8]}:{a.guide_scale:g}@{a.guide_interval[0]:g}-"
                                         f"{a.guide_interval[1]:g},cap={a.guide_max_step}"
                                         + "".join(f",{p}={w:g}" for p, w in sorted(a.guide_weights.items()) if p in props and w != 1))
     return f"{'+'.join(props)}|w={guidance:g}{interval}{grid}{guide}|n={a.n}|steps={a.steps}|seed={a.seed}"
@@ -212,6 +213,7 @@ def main(argv=None) -> dict:
         except ValueError:
             ap.error(f"--guide-weight {item!r}: expected PROP=WEIGHT")
     a.guide_module = None if a.guide is None else load_property_module(a.guide)
+    a.guide_sha256 = None if a.guide is None else file_sha256(a.guide)
     a.guide_max_step = a.guide_max_step or None
     if not gen.properties and a.guide is None:
         ap.error(f"{gen.path} is an unconditional model (give --guide for predictor guidance)")

@@ -179,3 +179,5 @@ def test_predictor_guidance_steers_a_conditional_or_an_unconditional_model(train
                "qm9_first300", "--json", str(js))
     (row,) = json.loads(js.read_text())["rows"]
     assert row["predictor_guidance"]["scale"] == 1 and "guide=" in row["key"] and "mu" in row["mae"]
+    # the guide's file hash is part of the row key: a retrained guide under the same path is a new row
+    assert f"#{row['predictor_guidance']['sha256'][:8]}:" in row["key"]
