@@ -45,9 +45,10 @@ def test_two_chunks_resume_and_export(data_root, tmp_path):
     (first / "resume.ckpt.part0").write_bytes(data[:half])
     (first / "resume.ckpt.part1").write_bytes(data[half:])
     chunk("--out", str(second), "--minutes", "5", "--total-minutes", "10", "--data-root", str(data_root),
-          "--resume", str(first / "resume.ckpt"), "--", *TINY, "trainer.max_steps=10")
+          "--resume", str(first / "resume.ckpt"), "--matmul-precision", "highest", "--", *TINY, "trainer.max_steps=10")
     rec2 = json.loads((second / "record.json").read_text())
     assert rec2["global_step"] == 10  # continued from step 6
+    assert "--matmul-precision highest" in rec2["recipe"]
     ck = torch.load(second / "resume.ckpt", map_location="cpu", weights_only=True)
     assert ck["global_step"] == 10
     # the learning-rate schedule continued: the scheduler's step count is the run's, not the chunk's
