@@ -104,7 +104,8 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
         sl = slice(k, min(a.n, k + a.batch_size))
         g = torch.Generator().manual_seed(a.seed * 1_000_003 + k)
         hook = None if guide_t is None else PredictorGuidance(a.guide_module, guide_t[sl], a.guide_scale,
-                                                             a.guide_interval, a.guide_max_step, a.guide_weights)
+                                                             a.guide_interval, a.guide_max_step, a.guide_weights,
+                                                             type_scale=a.guide_type_scale)
         if guidance == 0 or not gen.properties:  # the unconditional prediction alone
             out = sample(gen.diffusion, gen.denoiser_fn(None), counts[sl], steps=a.steps, generator=g,
                          prediction_hook=hook, **grid)
@@ -126,7 +127,8 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
     if a.guide_module is not None:
         row["predictor_guidance"] = {"predictor": shown_path(a.guide), "sha256": a.guide_sha256, "scale": a.guide_scale,
                                      "interval": list(a.guide_interval), "max_step": a.guide_max_step,
-                                     **({"weights": a.guide_weights} if a.guide_weights else {})}
+                                     **({"weights": a.guide_weights} if a.guide_weights else {}),
+                                     **({"type_scale": a.guide_type_scale} if a.guide_type_scale else {})}
     for j, p in enumerate(props):
         yk = y[:, pred.properties.index(p)]
         row["mae"][p] = float(np.abs(yk - targets[kept, j]).mean())
@@ -140,7 +142,8 @@ def row_key(props: list[str], guidance: float, a) -> str:
     # the guide's file hash is part of the key: a retrained guide under the same name is another setting
     guide = "" if a.guide is None else (f"|guide={shown_path(a.guide)}#{a.guide_sha256[:8]}:{a.guide_scale:g}@{a.guide_interval[0]:g}-"
                                         f"{a.guide_interval[1]:g},cap={a.guide_max_step}"
-                                        + "".join(f",{p}={w:g}" for p, w in sorted(a.guide_weights.items()) if p in props and w != 1))
+                                        + "".join(f",{p}={w:g}" for p, w in sorted(a.guide_weights.items()) if p in props and w != 1)
+                                        + (f",types={a.guide_type_scale:g}" if a.guide_type_scale else ""))
     return f"{'+'.join(props)}|w={guidance:g}{interval}{grid}{guide}|n={a.n}|steps={a.steps}|seed={a.seed}"
 
 
@@ -179,6 +182,9 @@ def main(argv=None) -> dict:
                     help="predictor-guidance step size (default: the generator's own, else 1)")
     ap.add_argument("--guide-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                     help="predictor guidance at diffusion times t in [LO, HI] (default: the generator's own, else 0.1 1)")
+    ap.add_argument("--guide-type-scale", type=float, default=0.0,
+                    help="predictor guidance on the atom-type and charge logits too, at this step size (default 0: "
+                         "coordinates only)")
     ap.add_argument("--guide-max-step", type=float, default=0.1,
                     help="largest predictor-guidance move of one atom in one step, Angstrom (0: no cap)")
     ap.add_argument("--guide-weight", action="append", default=[], metavar="PROP=W",

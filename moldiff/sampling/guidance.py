@@ -35,12 +35,19 @@ class PredictorGuidance:
         max_step: largest correction of one atom in one step, Angstrom (``None``: no cap).
         weights: ``{property: w}``: that property's squared error counts ``w`` times (default 1 each), e.g.
             to guide an extensive property, whose gradient stretches the molecule, more gently.
+        type_scale: step size on the predicted atom-type and charge logits (0: coordinates only). The same
+            error's gradient with respect to the logits (through the softmax) moves them, each atom's change
+            capped at ``max_logit_step``; the logits are invariant, so this keeps every symmetry.
+        max_logit_step: largest change of one atom's logit vector in one step (L2; ``None``: no cap).
     """
 
     def __init__(self, predictor, targets: torch.Tensor, scale: float, interval: Sequence[float] = (0.0, 1.0),
-                 max_step: float | None = 0.1, weights: dict[str, float] | None = None) -> None:
-        if not scale >= 0:
-            raise ValueError(f"the predictor-guidance scale must be >= 0, got {scale}")
+                 max_step: float | None = 0.1, weights: dict[str, float] | None = None, type_scale: float = 0.0,
+                 max_logit_step: float | None = 1.0) -> None:
+        if not scale >= 0 or not type_scale >= 0:
+            raise ValueError(f"the predictor-guidance scale and type_scale must be >= 0, got {scale}, {type_scale}")
+        if max_logit_step is not None and not max_logit_step > 0:
+            raise ValueError(f"the predictor-guidance max_logit_step must be > 0 or None, got {max_logit_step}")
         lo, hi = (float(v) for v in interval)
         if not 0.0 <= lo <= hi <= 1.0:
             raise ValueError(f"the predictor-guidance interval must be [lo, hi] with 0 <= lo <= hi <= 1, got {list(interval)}")
@@ -55,6 +62,7 @@ class PredictorGuidance:
                              f"got {dict(weights or {})}")
         self.predictor = predictor
         self.scale, self.lo, self.hi, self.max_step = float(scale), lo, hi, max_step
+        self.type_scale, self.max_logit_step = float(type_scale), max_logit_step
         dev = predictor.mean.device
         targets = targets.to(dev, predictor.mean.dtype)
         self.mask = ~torch.isnan(targets)
@@ -62,7 +70,7 @@ class PredictorGuidance:
         self.weight = torch.tensor([float((weights or {}).get(p, 1.0)) for p in predictor.properties],
                                    dtype=targets.dtype, device=dev)
         # decided once here, not at every step (no device sync in the sampling loop for it)
-        self.guides_any = self.scale > 0 and bool((self.mask & (self.weight > 0)).any())
+        self.guides_any = (self.scale > 0 or self.type_scale > 0) and bool((self.mask & (self.weight > 0)).any())
 
     def active(self, t: float) -> bool:
         return self.guides_any and self.lo <= t <= self.hi
@@ -86,13 +94,23 @@ class PredictorGuidance:
         dt = self.goal.dtype  # the predictor's precision
         with torch.enable_grad():
             x = pos0.detach().to(dt).requires_grad_(True)
-            loss = self.error(x, la.detach().to(dt).softmax(-1), lc.detach().to(dt).softmax(-1), g.edge_index,
-                              g.batch, g.num_graphs, g.rev).sum()
-            (grad,) = torch.autograd.grad(loss, x)
-        step = self.scale * grad
+            a = la.detach().to(dt).requires_grad_(self.type_scale > 0)
+            c = lc.detach().to(dt).requires_grad_(self.type_scale > 0)
+            loss = self.error(x, a.softmax(-1), c.softmax(-1), g.edge_index, g.batch, g.num_graphs, g.rev).sum()
+            grads = torch.autograd.grad(loss, (x, a, c) if self.type_scale > 0 else (x,))
+        step = self.scale * grads[0]
         if self.max_step is not None:
             norm = step.norm(dim=-1, keepdim=True)
             step = step * (self.max_step / norm.clamp_min(self.max_step))
             # the cap acts per atom: put the centre of mass back where the predictor's gradient left it
             step = step - scatter(step, g.batch, 0, dim_size=g.num_graphs, reduce="mean")[g.batch]
+        if self.type_scale > 0:
+            la, lc = (logits - self._logit_step(d).to(logits.dtype) for logits, d in zip((la, lc), grads[1:]))
         return pos0 - step.to(pos0.dtype), la, lc, lb
+
+    def _logit_step(self, grad: torch.Tensor) -> torch.Tensor:
+        step = self.type_scale * grad
+        if self.max_logit_step is not None:
+            norm = step.norm(dim=-1, keepdim=True)
+            step = step * (self.max_logit_step / norm.clamp_min(self.max_logit_step))
+        return step

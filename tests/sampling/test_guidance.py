@@ -147,3 +147,34 @@ def test_property_weights_scale_each_error(graph_factory):
     assert off(state(b), pred) is pred  # nothing to guide: no predictor call
     with pytest.raises(ValueError, match="weights"):
         PredictorGuidance(predictor(), only_first, scale=0.3, weights={"dipole": 1.0})
+
+
+def test_type_guidance_moves_logits_invariantly_and_lowers_the_error(graph_factory):
+    b = graph_factory(num_graphs=2, lo=4, hi=7, num_types=3, dtype=torch.float64, seed=5)
+    pred = prediction(b)
+    tg = targets(2)
+    off = PredictorGuidance(predictor(), tg, scale=0.3, max_step=None)
+    on = PredictorGuidance(predictor(), tg, scale=0.3, max_step=None, type_scale=0.05, max_logit_step=None)
+    a0, a1 = off(state(b), pred), on(state(b), pred)
+    assert torch.equal(a0[1], pred[1]) and torch.equal(a0[2], pred[2])  # type_scale 0: logits untouched
+    assert torch.allclose(a0[0], a1[0], atol=1e-12)  # the coordinate step is the same either way
+    d_types, d_charges = a1[1] - pred[1], a1[2] - pred[2]
+    assert d_types.abs().max() > 1e-8 and d_charges.abs().max() > 1e-8
+
+    def err(p):
+        return on.error(pred[0], p[1].softmax(-1), p[2].softmax(-1), b.edge_index, b.batch, b.num_graphs).sum()
+
+    assert err(a1) < err(pred)
+    # the logit step is invariant: rotated, reflected, translated molecules get the same change
+    R = random_rotation(torch.Generator().manual_seed(3), dtype=torch.float64, reflect=True)
+    p2 = (pred[0] @ R.T + torch.tensor([1.0, 0.0, -2.0], dtype=torch.float64), *pred[1:])
+    out = on(state(b), p2)
+    assert torch.allclose(out[1] - pred[1], d_types, atol=1e-10) and torch.allclose(out[2] - pred[2], d_charges, atol=1e-10)
+    # the per-atom cap bounds each atom's logit change
+    capped = PredictorGuidance(predictor(), tg, scale=0.0, max_step=None, type_scale=100.0, max_logit_step=0.2)
+    out = capped(state(b), pred)
+    assert (out[1] - pred[1]).norm(dim=-1).max() <= 0.2 + 1e-9 and torch.equal(out[0], pred[0])
+    with pytest.raises(ValueError, match="type_scale"):
+        PredictorGuidance(predictor(), tg, scale=0.3, type_scale=-1.0)
+    with pytest.raises(ValueError, match="max_logit_step"):
+        PredictorGuidance(predictor(), tg, scale=0.3, type_scale=1.0, max_logit_step=0.0)
