@@ -106,9 +106,10 @@ class MoleculeGenerator:
             relax: ``none``, ``mmff`` (MMFF94s, else UFF) or ``uff``: force-field relaxation of the
                 sanitizable molecules.
             predictor_guidance: ``moldiff-sample``'s ``predictor_guidance`` options (``predictor``, ``scale``,
-                ``interval``, ``max_step``, ``weights``), e.g. ``{"predictor": "qm9_guide"}`` to steer an unconditional model
-                toward ``conditioning`` with the shipped guide predictor, or ``{"predictor": "none"}`` to turn
-                off the guidance a model records (None: the model's own).
+                ``interval``, ``max_step``, ``weights``, ``type_scale``, ``max_logit_step``), e.g.
+                ``{"predictor": "qm9_guide"}`` to steer an unconditional model toward ``conditioning`` with the
+                shipped guide predictor, or ``{"predictor": "none"}`` to turn off the guidance a model records
+                (None: the model's own).
 
         Returns:
             Up to ``n`` RDKit molecules (molecules with non-finite coordinates are dropped), each with explicit

@@ -157,7 +157,7 @@ def guide_targets(targets: torch.Tensor, props: list[str], guide) -> torch.Tenso
 
 
 #: Predictor-guidance step size and interval when neither the command nor the model gives them.
-PREDICTOR_GUIDANCE_DEFAULTS = {"scale": 1.0, "interval": [0.1, 1.0]}
+PREDICTOR_GUIDANCE_DEFAULTS = {"scale": 1.0, "interval": [0.1, 1.0], "type_scale": 0.0}
 
 
 
@@ -174,13 +174,18 @@ def resolve_predictor_guidance(cfg: DictConfig, model: LoadedModel) -> None:
         if pg.predictor is None:
             pg.predictor = own.get("predictor", "none")
         recorded = own if str(pg.predictor) == own.get("predictor") else {}
-        for key in ("scale", "interval"):
-            if pg[key] is None:
+        for key in ("scale", "interval", "type_scale"):
+            if pg.get(key) is None:
                 pg[key] = recorded.get(key, PREDICTOR_GUIDANCE_DEFAULTS[key])
         if pg.get("weights") is None:
             pg.weights = dict(recorded.get("weights") or {})
     check_predictor_guidance(cfg)
 
+
+
+def type_scale(cfg: DictConfig) -> float:
+    """``predictor_guidance.type_scale`` as a float (0 when not set: coordinates only)."""
+    return float(cfg.predictor_guidance.get("type_scale") or 0.0)
 
 
 def guide_weights(cfg: DictConfig, guide) -> dict[str, float]:
@@ -194,7 +199,7 @@ def guide_weights(cfg: DictConfig, guide) -> dict[str, float]:
 
 
 def check_predictor_guidance(cfg: DictConfig) -> None:
-    """``predictor_guidance.scale`` / ``interval`` / ``max_step`` (one-line ``ValueError`` naming the option;
+    """``predictor_guidance.scale`` / ``interval`` / ``max_step`` / ``type_scale`` / ``max_logit_step`` (one-line ``ValueError`` naming the option;
     null = not given yet)."""
     pg = cfg.predictor_guidance
     if pg.scale is not None:
@@ -209,6 +214,12 @@ def check_predictor_guidance(cfg: DictConfig) -> None:
                          f"got {pg.interval!r}") from None
     if pg.max_step is not None:
         as_number(pg.max_step, "predictor_guidance.max_step (Angstrom, or null)", positive=True)
+    if pg.get("type_scale") is not None:
+        as_number(pg.type_scale, "predictor_guidance.type_scale", positive=False)
+        if float(pg.type_scale) < 0:
+            raise ValueError(f"predictor_guidance.type_scale must be >= 0, got {pg.type_scale}")
+    if pg.get("max_logit_step") is not None:
+        as_number(pg.max_logit_step, "predictor_guidance.max_logit_step (or null)", positive=True)
     weights = pg.get("weights")
     if weights is not None:
         if not OmegaConf.is_dict(weights) and not isinstance(weights, dict):
@@ -591,7 +602,8 @@ def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedM
                 m.props["predictor_guidance"] = (f"{Path(str(pg.predictor)).name} scale {float(pg.scale):g} at t "
                                                 f"{' to '.join(f'{float(v):g}' for v in pg.interval)}"
                                                 + ("" if not weights else ", weights "
-                                                   + " ".join(f"{p}={w:g}" for p, w in sorted(weights.items()))))
+                                                   + " ".join(f"{p}={w:g}" for p, w in sorted(weights.items())))
+                                                + (f", types {type_scale(cfg):g}" if type_scale(cfg) else ""))
         if fragment is not None:
             m.props["inpaint_fixed_atoms"] = fragment.num_atoms
 
@@ -619,7 +631,8 @@ def sample_batch(b: int, cfg: DictConfig, model: LoadedModel, targets: torch.Ten
             pg = cfg.predictor_guidance
             hook = PredictorGuidance(guide, guide_targets(cond, target_properties(model, guide), guide), float(pg.scale),
                                     tuple(pg.interval), None if pg.max_step is None else float(pg.max_step),
-                                    guide_weights(cfg, guide))
+                                    guide_weights(cfg, guide), type_scale=type_scale(cfg),
+                                    max_logit_step=None if pg.get("max_logit_step") is None else float(pg.max_logit_step))
     extra = {"return_probs": True} if cfg.decode == "map" else {}
     out = sample(
         model.diffusion, model.denoiser_fn(None), counts, steps=cfg.steps, sampler=cfg.sampler,

@@ -182,9 +182,9 @@ def main(argv=None) -> dict:
                     help="predictor-guidance step size (default: the generator's own, else 1)")
     ap.add_argument("--guide-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
                     help="predictor guidance at diffusion times t in [LO, HI] (default: the generator's own, else 0.1 1)")
-    ap.add_argument("--guide-type-scale", type=float, default=0.0,
-                    help="predictor guidance on the atom-type and charge logits too, at this step size (default 0: "
-                         "coordinates only)")
+    ap.add_argument("--guide-type-scale", type=float, default=None,
+                    help="predictor guidance on the atom-type and charge logits too, at this step size (default: the "
+                         "generator's recorded one for its own guide, else 0: coordinates only)")
     ap.add_argument("--guide-max-step", type=float, default=0.1,
                     help="largest predictor-guidance move of one atom in one step, Angstrom (0: no cap)")
     ap.add_argument("--guide-weight", action="append", default=[], metavar="PROP=W",
@@ -211,6 +211,7 @@ def main(argv=None) -> dict:
                             else a.guide_interval)
     if a.guide in SHIPPED_GUIDES and not Path(a.guide).exists():
         a.guide = str(pretrained_path(a.guide))
+    a.guide_type_scale = recorded.get("type_scale", 0.0) if a.guide_type_scale is None else a.guide_type_scale
     a.guide_weights = dict(recorded.get("weights") or {})
     for item in a.guide_weight:
         prop, sep, w = item.partition("=")

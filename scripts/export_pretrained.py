@@ -77,22 +77,27 @@ def parse_sampler_settings(item: str) -> dict:
 
 
 def parse_predictor_guidance(text: str) -> dict:
-    """``PREDICTOR,SCALE,LO,HI[,PROP=W...]`` -> ``{"predictor", "scale", "interval", "weights"}`` (``SystemExit``
-    naming the option)."""
+    """``PREDICTOR,SCALE,LO,HI[,PROP=W...][,types=STEP]`` -> ``{"predictor", "scale", "interval", "weights",
+    "type_scale"}`` (``SystemExit`` naming the option; ``types=STEP`` guides the atom-type and charge logits too)."""
     name, *rest = text.split(",")
-    weights = {}
+    weights, types = {}, 0.0
     try:
         scale, lo, hi = (float(v) for v in rest[:3])
         for item in rest[3:]:
             prop, _, w = item.partition("=")
-            weights[prop] = float(w)
+            if prop == "types":
+                types = float(w)
+            else:
+                weights[prop] = float(w)
     except ValueError:
         scale = lo = hi = float("nan")
-    if not name or not scale >= 0 or not 0 <= lo <= hi <= 1 or any(not w >= 0 for w in weights.values()):
-        raise SystemExit(f"--predictor-guidance {text!r}: expected PREDICTOR,SCALE,LO,HI[,PROP=WEIGHT...] with "
-                         f"SCALE >= 0, 0 <= LO <= HI <= 1 and weights >= 0")
+    if (not name or not scale >= 0 or not 0 <= lo <= hi <= 1 or any(not w >= 0 for w in weights.values())
+            or not types >= 0):
+        raise SystemExit(f"--predictor-guidance {text!r}: expected PREDICTOR,SCALE,LO,HI[,PROP=WEIGHT...][,types=STEP] "
+                         f"with SCALE >= 0, 0 <= LO <= HI <= 1, weights >= 0 and STEP >= 0")
     out = {"predictor": name, "scale": scale, "interval": [lo, hi]}
-    return {**out, "weights": weights} if weights else out
+    out = {**out, "weights": weights} if weights else out
+    return {**out, "type_scale": types} if types else out
 
 
 def main(argv=None) -> None:
@@ -105,10 +110,10 @@ def main(argv=None) -> None:
     ap.add_argument("--property-guidance", action="append", default=[], metavar="PROP=W[,LO,HI]",
                     help="default guidance weight (and interval of diffusion times) when PROP alone is given "
                          "(repeatable), e.g. mu=4,0.2,1")
-    ap.add_argument("--predictor-guidance", default=None, metavar="PREDICTOR,SCALE,LO,HI[,PROP=W...]",
+    ap.add_argument("--predictor-guidance", default=None, metavar="PREDICTOR,SCALE,LO,HI[,PROP=W...][,types=STEP]",
                     help="predictor guidance the conditional model samples with when targets are given, e.g. "
                          "qm9_guide,2,0.05,1,alpha=0.5 (a shipped predictor's name or a path; PROP=W weighs that "
-                         "property's error)")
+                         "property's error; types=STEP steps the atom-type and charge logits too)")
     ap.add_argument("--sampler-settings", action="append", default=[], metavar="MIN-MAX:TIME_POWER:TEMPERATURE",
                     help="time_power and temperature the model samples MIN to MAX steps with when they are not "
                          "given (repeatable), e.g. 20-25:1.5:0.25")

@@ -34,6 +34,7 @@ from moldiff.generate import (
     resolve_predictor_guidance,
     resolve_sampler_settings,
     sample_batch,
+    type_scale,
     warn_untrained_settings,
 )
 from moldiff.sampling.sampler import Fragment
@@ -119,7 +120,9 @@ def run_settings(cfg: DictConfig, model: LoadedModel, targets: torch.Tensor | No
     steer = {} if guide is None or targets is None else {"predictor_guidance": {
         "predictor": str(pg.predictor), "sha256": file_sha256(guide.source_path), "scale": float(pg.scale),
         "interval": [float(v) for v in pg.interval], "max_step": None if pg.max_step is None else float(pg.max_step),
-        "weights": guide_weights(cfg, guide)}}
+        "weights": guide_weights(cfg, guide),
+        # only when set, so that runs from before the option existed still resume
+        **({"type_scale": type_scale(cfg), "max_logit_step": pg.get("max_logit_step")} if type_scale(cfg) else {})}}
     return {**steer,
         "ckpt": model.path, "ckpt_sha256": file_sha256(model.path), "n_samples": cfg.n_samples, "steps": cfg.steps,
         "sampler": cfg.sampler, "time_power": float(cfg.time_power),

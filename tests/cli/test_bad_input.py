@@ -87,6 +87,8 @@ BAD = [
     (["predictor_guidance.interval=[0.6,0.2]"], ["predictor_guidance.interval must be [lo, hi]", "[0.6, 0.2]"]),
     (["predictor_guidance.max_step=0"], ["predictor_guidance.max_step", "got 0"]),
     (["predictor_guidance.weights={alpha:-1}"], ["predictor_guidance.weights.alpha must be >= 0", "-1"]),
+    (["predictor_guidance.type_scale=-2"], ["predictor_guidance.type_scale must be >= 0", "-2"]),
+    (["predictor_guidance.max_logit_step=0"], ["predictor_guidance.max_logit_step", "got 0"]),
     (["conditioning.mu=2", "predictor_guidance.predictor=tensor.pt"], ["predictor_guidance.predictor=tensor.pt",
                                                                       "not a moldiff property-predictor checkpoint"]),
     (["conditioning.mu=2", "predictor_guidance.predictor=missing.pt"], ["predictor_guidance.predictor=missing.pt",

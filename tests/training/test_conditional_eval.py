@@ -151,7 +151,7 @@ def test_predictor_guidance_steers_a_conditional_or_an_unconditional_model(train
     then name the predictor's properties); bad values refused."""
     tmp, data_root, pred, gen = trained
     run_script("export_pretrained.py", str(gen), "--name", "pg", "--hardware", "test", "--wall-time-min", "1",
-               "--predictor-guidance", f"{pred},0.5,0.2,1,gap=0.5", "--out-dir", str(tmp))
+               "--predictor-guidance", f"{pred},0.5,0.2,1,gap=0.5,types=5", "--out-dir", str(tmp))
     out = tmp / "pg.sdf"
 
     def run(*extra):
@@ -163,6 +163,7 @@ def test_predictor_guidance_steers_a_conditional_or_an_unconditional_model(train
     assert "<predictor_guidance>\nlast.ckpt scale 0.5 at t 0.2 to 1" in text and "<guidance_scale>" in text
     assert settings["predictor_guidance"]["interval"] == [0.2, 1] and len(settings["predictor_guidance"]["sha256"]) == 64
     assert settings["predictor_guidance"]["weights"] == {"gap": 0.5}
+    assert settings["predictor_guidance"]["type_scale"] == 5 and "weights gap=0.5, types 5\n" in text
     text, settings = run("predictor_guidance.predictor=none")
     assert "<predictor_guidance>" not in text and "predictor_guidance" not in settings
     out2 = tmp / "pg_uncond.sdf"
