@@ -16,9 +16,10 @@ under another name or with a default guidance weight; its training record is kep
 where it differs from ``--guidance-scale``, applied at the diffusion times in ``[LO, HI]`` (default every
 step); with several properties given the sampler uses ``--guidance-scale``.)
 
-``--predictor-guidance PREDICTOR,SCALE,LO,HI[,PROP=W...]`` records the predictor guidance the conditional model samples
-with when targets are given (``moldiff-sample``'s ``predictor_guidance``; the shipped model:
-``qm9_guide,2,0.05,1,alpha=0``, the guide predictor trained on the generator's half of QM9).
+``--predictor-guidance PREDICTOR,SCALE,LO,HI[,PROP=W...][,types=STEP]`` records the predictor guidance the conditional
+model samples with when targets are given (``moldiff-sample``'s ``predictor_guidance``; the shipped model:
+``qm9_guide,2,0.05,1,alpha=0,types=30``, the guide predictor trained on the generator's half of QM9, on the
+coordinates and, at step 30, on the atom-type and charge logits).
 
 ``--sampler-settings MIN-MAX:TIME_POWER:TEMPERATURE`` (repeatable) records the sampler settings the model
 uses for step counts MIN to MAX when ``time_power`` and ``temperature`` are left out (null):
@@ -38,7 +39,7 @@ optimizer steps and minutes) gets them listed with ``--round-records``, in order
 the rounds' minutes, states collection included:
 
   python scripts/export_pretrained.py d/round3/model.pt --name qm9_conditional --guidance-scale 2 \
-      --property-guidance mu=4,0.3,1 --predictor-guidance qm9_guide,2,0.05,1,alpha=0 --round-records d/round1/record.json d/round2/record.json d/round3/record.json \
+      --property-guidance mu=4,0.3,1 --predictor-guidance qm9_guide,2,0.05,1,alpha=0,types=30 --round-records d/round1/record.json d/round2/record.json d/round3/record.json \
       --warm-started-from moldiff/pretrained/qm9_conditional.pt
 
 Writes <name>.pt (state_dict of the EMA net + hyper-parameters; fp16 with --half) and <name>.json
