@@ -199,8 +199,8 @@ def guide_weights(cfg: DictConfig, guide) -> dict[str, float]:
 
 
 def check_predictor_guidance(cfg: DictConfig) -> None:
-    """``predictor_guidance.scale`` / ``interval`` / ``max_step`` / ``type_scale`` / ``max_logit_step`` (one-line ``ValueError`` naming the option;
-    null = not given yet)."""
+    """``predictor_guidance.scale`` / ``interval`` / ``max_step`` / ``type_scale`` / ``max_logit_step`` (one-line
+    ``ValueError`` naming the option; null = not given yet)."""
     pg = cfg.predictor_guidance
     if pg.scale is not None:
         as_number(pg.scale, "predictor_guidance.scale", positive=False)

@@ -7,7 +7,9 @@ the gradient of the predictor's squared error (normalised units, summed over the
     x0 <- x0 - scale * d/dx0 sum_p w_p ((f_p(x0, types) - target_p) / std_p)^2
 
 The predictor sees ``x0`` with the step's predicted atom-type and charge probabilities (soft one-hot
-inputs), so it runs on a denoised molecule and needs no noisy training. The reverse step then moves the
+inputs), so it runs on a denoised molecule and needs no noisy training. With ``type_scale > 0`` the same
+error's gradient also steps the predicted type and charge logits, so the guide can change which atoms the
+molecule is likely to get, not only its shape. The reverse step then moves the
 noisy state toward the corrected ``x0``. The predictor is E(3)-invariant, so the correction is
 E(3)-equivariant and keeps every molecule's centre of mass. A per-atom cap (``max_step``) on each
 correction keeps a badly predicted molecule from being torn apart.
