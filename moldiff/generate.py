@@ -576,9 +576,19 @@ def few_step_hint(cfg: DictConfig, model: LoadedModel) -> str | None:
 
 
 
+def predictor_guidance_tag(cfg: DictConfig, guide) -> str:
+    """The ``predictor_guidance`` SD tag: guide, scale, interval, non-default weights, atom-type step."""
+    pg, weights, types = cfg.predictor_guidance, guide_weights(cfg, guide), type_scale(cfg)
+    return (f"{Path(str(pg.predictor)).name} scale {float(pg.scale):g} at t "
+            f"{' to '.join(f'{float(v):g}' for v in pg.interval)}"
+            + ("" if not weights else ", weights " + " ".join(f"{p}={w:g}" for p, w in sorted(weights.items())))
+            + (f", types {types:g}" if types else ""))
+
+
 def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedModel, statuses: list[str] | None,
                   cond: torch.Tensor | None, fragment: Fragment | None, guide=None) -> None:
     """Name the molecules of a batch starting at index ``lo`` and record the sampling settings as SD tags."""
+    steer = None if guide is None or cond is None else predictor_guidance_tag(cfg, guide)
     for k, m in enumerate(mols):
         idx = lo + k
         m.name = f"moldiff_{idx:06d}"
@@ -596,14 +606,8 @@ def tag_molecules(mols: list[Molecule], lo: int, cfg: DictConfig, model: LoadedM
             if model.properties:
                 m.props["guidance_scale"] = float(cfg.guidance_scale)
                 m.props["guidance_interval"] = " ".join(f"{v:g}" for v in cfg.guidance_interval)
-            if guide is not None:
-                pg = cfg.predictor_guidance
-                weights = guide_weights(cfg, guide)
-                m.props["predictor_guidance"] = (f"{Path(str(pg.predictor)).name} scale {float(pg.scale):g} at t "
-                                                f"{' to '.join(f'{float(v):g}' for v in pg.interval)}"
-                                                + ("" if not weights else ", weights "
-                                                   + " ".join(f"{p}={w:g}" for p, w in sorted(weights.items())))
-                                                + (f", types {type_scale(cfg):g}" if type_scale(cfg) else ""))
+            if steer is not None:
+                m.props["predictor_guidance"] = steer
         if fragment is not None:
             m.props["inpaint_fixed_atoms"] = fragment.num_atoms
 
