@@ -13,8 +13,10 @@ generator's half): by default the one the generator records (as ``moldiff-sample
 none; with a guide, ``--generator`` may be an unconditional model (predictor guidance alone).
 
 Defaults: the shipped conditional generator and predictor (``--generator``/``--predictor`` take
-checkpoints). One row per property (conditioned on that property alone) and guidance scale; ``--joint``
-conditions on all the listed properties at once and reports each one's MAE. Targets and atom counts are
+checkpoints). One row per property (conditioned on that property alone) and classifier-free guidance
+weight (``--guidance``; by default the weight and interval the generator records for that property, the
+ones ``moldiff-sample`` uses); ``--joint`` conditions on all the listed properties at once and reports each
+one's MAE. Targets and atom counts are
 drawn together from molecules of the generator's half (``train_b``), as EDM does. Baselines (per property):
 
 * shuffled: predictor on those ``train_b`` molecules, scored against shuffled targets (no information);
@@ -80,8 +82,9 @@ def baselines(cache, pred, prop: str, pick: np.ndarray, targets: np.ndarray, rng
             "data": float(np.abs(y_real - targets).mean())}
 
 
-def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
-    """Sample ``a.n`` molecules conditioned on ``props`` (targets from ``train_b``), predict, score."""
+def run_row(gen, pred, cache, props: list[str], guidance: float, interval: list[float], a) -> dict:
+    """Sample ``a.n`` molecules conditioned on ``props`` (targets from ``train_b``) with classifier-free guidance
+    ``guidance`` at the diffusion times in ``interval``, predict, score."""
     rng = np.random.default_rng(a.seed)
     half_b = cache.indices("train_b")
     pick = rng.choice(half_b, a.n, replace=len(half_b) < a.n)
@@ -112,14 +115,14 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
         else:
             cond = gen.denoiser_fn(gen.normalize(full[sl]))
             out = sample(gen.diffusion, gen.denoiser_fn(None), counts[sl], steps=a.steps, guided_denoiser=cond,
-                         guidance_scale=guidance, generator=g, guidance_interval=tuple(a.guidance_interval),
+                         guidance_scale=guidance, generator=g, guidance_interval=tuple(interval),
                          prediction_hook=hook, **grid)
         mols += data_to_molecules(out.cpu(), gen.vocab)
     seconds = time.time() - t0
     graphs, kept = molecule_graphs(mols, pred.vocab)
     y = predict_array(pred, graphs)
     quality = evaluate_molecules(mols, None, distribution=False)
-    row = {"properties": props, "guidance_scale": guidance, "guidance_interval": list(a.guidance_interval), **grid,
+    row = {"properties": props, "guidance_scale": guidance, "guidance_interval": list(interval), **grid,
            "n": a.n, "steps": a.steps, "seed": a.seed, "n_predicted": len(kept), "strict_mol_stability": quality["mol_stability"],
            "edm_mol_stability": quality["edm_mol_stability"], "connected_validity": quality["connected_validity"],
            "sampling_seconds": round(seconds, 1), "sampling_cpu_seconds": round(time.process_time() - cpu0, 1),
@@ -136,8 +139,8 @@ def run_row(gen, pred, cache, props: list[str], guidance: float, a) -> dict:
     return row
 
 
-def row_key(props: list[str], guidance: float, a) -> str:
-    interval = "" if list(a.guidance_interval) == [0.0, 1.0] else f"|interval={a.guidance_interval[0]:g}-{a.guidance_interval[1]:g}"
+def row_key(props: list[str], guidance: float, interval: list[float], a) -> str:
+    interval = "" if list(interval) == [0.0, 1.0] else f"|interval={interval[0]:g}-{interval[1]:g}"
     grid = "" if (a.time_power, a.temperature) == (1.0, 1.0) else f"|time_power={a.time_power:g}|temperature={a.temperature:g}"
     # the guide's file hash is part of the key: a retrained guide under the same name is another setting
     guide = "" if a.guide is None else (f"|guide={shown_path(a.guide)}#{a.guide_sha256[:8]}:{a.guide_scale:g}@{a.guide_interval[0]:g}-"
@@ -170,9 +173,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--joint", nargs="+", default=None, help="one row conditioned on all of these at once")
     ap.add_argument("--n", type=int, default=1000)
     ap.add_argument("--steps", type=int, default=100)
-    ap.add_argument("--guidance", type=float, nargs="+", default=[1.0])
-    ap.add_argument("--guidance-interval", type=float, nargs=2, default=[0.0, 1.0], metavar=("LO", "HI"),
-                    help="apply guidance only at diffusion times t in [LO, HI] (default: every step)")
+    ap.add_argument("--guidance", type=float, nargs="+", default=None,
+                    help="classifier-free guidance weights, one row each (default: the one the generator records for "
+                         "the property set, as moldiff-sample uses)")
+    ap.add_argument("--guidance-interval", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                    help="apply guidance only at diffusion times t in [LO, HI] (default: the generator's recorded "
+                         "interval with its recorded weight, else every step)")
     ap.add_argument("--time-power", type=float, default=1.0, help="time grid (1: uniform in t; as moldiff-sample's time_power)")
     ap.add_argument("--temperature", type=float, default=1.0,
                     help="categorical sampling temperature of the intermediate steps (as moldiff-sample's temperature)")
@@ -246,12 +252,14 @@ def main(argv=None) -> dict:
     generator = shown_path(gen.path)
     rows = []
     for props in sets:
-        for w in a.guidance:
-            key = row_key(props, w, a)
+        own_w, own_interval = gen.guidance_for(props) if gen.properties else (1.0, [0.0, 1.0])
+        for w in a.guidance or [own_w]:
+            interval = list(a.guidance_interval or (own_interval if a.guidance is None else [0.0, 1.0]))
+            key = row_key(props, w, interval, a)
             if (key, generator) in done:
                 rows.append(done[key, generator])
                 continue
-            row = {"key": key, **run_row(gen, pred, cache, props, w, a), "generator": generator,
+            row = {"key": key, **run_row(gen, pred, cache, props, w, interval, a), "generator": generator,
                    "predictor": a.predictor or "shipped qm9_predictor"}
             rows.append(row)
             print(json.dumps(row), flush=True)

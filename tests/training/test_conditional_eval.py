@@ -139,6 +139,21 @@ def test_per_property_default_guidance_recorded_at_export(trained):
     assert bad.returncode != 0 and "with PROP one of ['gap', 'mu']" in bad.stderr
 
 
+def test_eval_conditional_defaults_to_the_recorded_guidance(trained):
+    """Without ``--guidance`` the evaluation samples each property set with the weight and interval the
+    generator records for it, as ``moldiff-sample`` does."""
+    tmp, data_root, pred, gen = trained
+    run_script("export_pretrained.py", str(gen), "--name", "g3", "--hardware", "test", "--wall-time-min", "1",
+               "--guidance-scale", "3", "--property-guidance", "mu=4,0.2,1", "--out-dir", str(tmp))
+    out = tmp / "own.json"
+    run_script("eval_conditional.py", "--generator", str(tmp / "g3.pt"), "--predictor", str(pred), "--n", "2", "--steps", "2",
+               "--data-root", str(data_root), "--dataset", "qm9_first300", "--json", str(out))
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["properties"], r["guidance_scale"], r["guidance_interval"]) for r in rows] == [
+        (["gap"], 3, [0, 1]), (["mu"], 4, [0.2, 1])]
+    assert rows[1]["key"].startswith("mu|w=4|interval=0.2-1|")
+
+
 def test_eval_conditional_refuses_a_bad_grid():
     for opt in ("--temperature", "--time-power"):
         proc = run_script("eval_conditional.py", opt, "0", check=False)
