@@ -163,7 +163,7 @@ PREDICTOR_GUIDANCE_DEFAULTS = {"scale": 1.0, "interval": [0.1, 1.0], "type_scale
 
 def resolve_predictor_guidance(cfg: DictConfig, model: LoadedModel) -> None:
     """``predictor_guidance.predictor=null`` -> the guide the model records (:attr:`LoadedModel.recorded_predictor_guidance`;
-    the shipped conditional QM9 model: ``qm9_guide``), or ``none``; ``scale`` / ``interval`` left null -> the
+    the shipped conditional QM9 model: ``qm9_guide``) when targets are given, else ``none``; ``scale`` / ``interval`` left null -> the
     model's recorded values, else :data:`PREDICTOR_GUIDANCE_DEFAULTS`. Values given on the command line win."""
     own = model.recorded_predictor_guidance or {}
     pg = cfg.predictor_guidance
@@ -172,7 +172,8 @@ def resolve_predictor_guidance(cfg: DictConfig, model: LoadedModel) -> None:
                     pg.predictor)
     with open_dict(cfg):
         if pg.predictor is None:
-            pg.predictor = own.get("predictor", "none")
+            # the recorded guide steers toward targets: without any it is not loaded
+            pg.predictor = own.get("predictor", "none") if wants_conditioning(cfg) else "none"
         recorded = own if str(pg.predictor) == own.get("predictor") else {}
         for key in ("scale", "interval", "type_scale"):
             if pg.get(key) is None:

@@ -181,6 +181,16 @@ def test_predictor_guidance_steers_a_conditional_or_an_unconditional_model(train
     assert settings["predictor_guidance"]["type_scale"] == 5 and "weights gap=0.5, types 5\n" in text
     text, settings = run("predictor_guidance.predictor=none")
     assert "<predictor_guidance>" not in text and "predictor_guidance" not in settings
+    # without targets the recorded guide is not loaded at all (here: a guide file that no longer exists)
+    gone = tmp / "gone.ckpt"
+    shutil.copy(pred, gone)
+    run_script("export_pretrained.py", str(gen), "--name", "pg_gone", "--hardware", "test", "--wall-time-min", "1",
+               "--predictor-guidance", f"{gone},0.5,0.2,1", "--out-dir", str(tmp))
+    gone.unlink()
+    run_cli("sample", f"ckpt={tmp / 'pg_gone.pt'}", "n_samples=1", "steps=2", f"out={tmp / 'plain.sdf'}", "progress=false")
+    bad = run_cli("sample", f"ckpt={tmp / 'pg_gone.pt'}", "n_samples=1", "steps=2", "conditioning.mu=3",
+                  f"out={tmp / 'plain2.sdf'}", check=False)
+    assert bad.returncode == 2 and "predictor_guidance.predictor=" in bad.stderr
     out2 = tmp / "pg_uncond.sdf"
     run_cli("sample", f"ckpt={tiny_ckpt}", "n_samples=2", "steps=3", "conditioning.gap=6000",
             f"predictor_guidance.predictor={pred}", f"out={out2}", "progress=false", "decode=argmax")
