@@ -122,8 +122,9 @@ def build_property_module(cfg: DictConfig, cache):
     cache.prop_columns(props)
     dataset = {"name": cache.name, "vocab": cache.vocab.to_dict(), "statistics": cache.statistics,
                "units": {p: cache.meta.get("units", {}).get(p, "") for p in props}}
+    inputs = OmegaConf.to_container(cfg.predictor_inputs, resolve=True) if cfg.get("predictor_inputs") else None
     return PropertyModule(OmegaConf.to_container(cfg.model, resolve=True), OmegaConf.to_container(cfg.optim, resolve=True),
-                          dataset, props)
+                          dataset, props, inputs=inputs if inputs and inputs.get("generator") else None)
 
 
 def predictor_properties(cfg: DictConfig) -> list[str]:
@@ -425,6 +426,8 @@ def train(cfg: DictConfig, extra_callbacks: list | None = None) -> dict[str, Any
     if cfg.task not in ("diffusion", "property"):
         raise ValueError(f"unknown task {cfg.task!r}; choose from ['diffusion', 'property']")
     check_numbers(cfg)
+    if cfg.task != "property" and (cfg.get("predictor_inputs") or {}).get("generator"):
+        raise ValueError("predictor_inputs.generator trains a property predictor: it needs task=property")
     if not isinstance(cfg.get("compile", False), bool):
         raise ValueError(f"compile must be true or false, got {cfg.compile!r}")
     run_dir, timestamped = resolve_run_dir(cfg)

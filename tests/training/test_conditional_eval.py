@@ -207,3 +207,45 @@ def test_predictor_guidance_steers_a_conditional_or_an_unconditional_model(train
     assert row["predictor_guidance"]["scale"] == 1 and "guide=" in row["key"] and "mu" in row["mae"]
     # the guide's file hash is part of the row key: a retrained guide under the same path is a new row
     assert f"#{row['predictor_guidance']['sha256'][:8]}:" in row["key"]
+
+
+def test_a_predictor_trained_on_a_generators_predictions(trained, tmp_path):
+    """``predictor_inputs.generator``: a predictor (warm-started from another) learns from a generator's
+    predictions of noised molecules, the inputs predictor guidance gives it; the setting is recorded, the
+    generator is not saved with it, and the result loads like any predictor."""
+    from moldiff.training.property_module import load_property_module
+
+    _, data_root, pred, gen = trained
+    common = [o for o in TINY_TRAIN if not o.startswith("model=")] + [f"data.root={data_root}", "trainer=cpu",
+                                                                      "optim.total_minutes=null", *PRED_SIZES]
+    run = tmp_path / "guide"
+    run_cli("train", *common, "experiment=qm9_property_predictor", "properties=[gap,mu]", f"init_from={pred}",
+            f"predictor_inputs.generator={gen}", "predictor_inputs.t_range=[0.1,0.9]", f"run_dir={run}")
+    ck = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)
+    assert ck["hyper_parameters"]["inputs"] == {"generator": str(gen), "t_range": [0.1, 0.9]}
+    assert all(k.startswith("net.") for k in ck["state_dict"])
+    guide = load_property_module(run / "checkpoints" / "last.ckpt")
+    assert guide.inputs is None and guide.properties == ["gap", "mu"]
+    # the inputs: the generator's coordinates, not the clean ones, and per-atom probabilities
+    guide.inputs = {"generator": str(gen), "t_range": [0.5, 0.5]}
+    from moldiff.data.cache import load_cache
+    from torch_geometric.data import Batch
+
+    cache = load_cache("qm9_first300", data_root)
+    batch = Batch.from_data_list([cache.data(i, ["gap", "mu"]) for i in range(4)])
+    pos, h = guide.denoised_inputs(batch)
+    assert pos.shape == batch.pos.shape and not torch.allclose(pos, batch.pos, atol=1e-3)
+    n_types = guide.vocab.num_atom_types
+    assert torch.allclose(h[:, :n_types].sum(-1), torch.ones(len(h))) and torch.allclose(h[:, n_types:].sum(-1), torch.ones(len(h)))
+    js = tmp_path / "denoised.json"
+    run_script("eval_predictor.py", "--predictor", str(run / "checkpoints" / "last.ckpt"), "--denoised-by", str(gen),
+               "--times", "0.5", "1", "--limit", "6", "--data-root", str(data_root), "--dataset", "qm9_first300",
+               "--json", str(js))
+    res = json.loads(js.read_text())
+    assert list(res["denoised_mae"]) == ["0.5", "1"] and set(res["denoised_mae"]["1"]) == {"gap", "mu"}
+    bad = run_cli("train", *common, f"predictor_inputs.generator={gen}", f"run_dir={tmp_path / 'bad'}", check=False)
+    assert bad.returncode == 2 and "needs task=property" in bad.stderr
+    bad = run_cli("train", *common, "experiment=qm9_property_predictor", "properties=[gap]",
+                  f"predictor_inputs.generator={gen}", "predictor_inputs.t_range=[0.9,0.1]", f"run_dir={tmp_path / 'bad2'}",
+                  check=False)
+    assert bad.returncode == 2 and "predictor_inputs.t_range must be [lo, hi]" in bad.stderr
