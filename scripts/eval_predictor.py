@@ -25,6 +25,7 @@ import torch
 from torch_geometric.loader import DataLoader
 
 from moldiff.data.cache import load_cache
+from moldiff.generate import SHIPPED_GUIDES
 from moldiff.metrics.properties import predict_array
 from moldiff.training.checkpoint import pretrained_path
 from moldiff.training.property_module import load_property_module
@@ -50,8 +51,7 @@ def main(argv=None) -> dict:
     a = ap.parse_args(argv)
     if not all(0.0 <= t <= 1.0 for t in a.times):
         ap.error(f"--times must lie in [0, 1], got {a.times}")
-    shipped = {"qm9_guide"}  # the other shipped predictor is the default
-    pred = load_property_module(pretrained_path(a.predictor) if a.predictor in shipped and not Path(a.predictor).exists()
+    pred = load_property_module(pretrained_path(a.predictor) if a.predictor in SHIPPED_GUIDES and not Path(a.predictor).exists()
                                 else a.predictor)
     cache = load_cache(a.dataset, a.data_root)
     idx = cache.indices(a.split)[: a.limit]

@@ -19,6 +19,7 @@ from lightning.pytorch.trainer.states import RunningStage
 from moldiff.data.graph import data_to_molecules
 from moldiff.sampling.prior import sample_num_atoms
 from moldiff.sampling.sampler import sample
+from moldiff.utils.rng import forked_rng
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +65,7 @@ class SampleMetricsCallback(L.Callback):
                 self._warned = True
             return
         module = averaged_module(trainer, pl_module, self)
-        device = pl_module.device
-        devices = []
-        if device.type == "cuda":
-            devices = [device.index if device.index is not None else torch.cuda.current_device()]
-        with torch.random.fork_rng(devices=devices), torch.no_grad():
+        with forked_rng(pl_module.device), torch.no_grad():
             mols = self.sample_molecules(module)
         m = evaluate_molecules(mols, None)
         keys = ["atom_stability", "mol_stability", "validity", "connected_validity", "uniqueness", "edm_mol_stability"]

@@ -12,6 +12,7 @@ import moldiff
 from moldiff.config import optim_defaults, with_defaults
 from moldiff.data.vocab import Vocab
 from moldiff.training.builders import build_denoiser, build_diffusion
+from moldiff.utils.rng import forked_rng
 
 
 def property_mask(G: int, P: int, p_uncond: float, subsets: bool, device=None,
@@ -209,12 +210,8 @@ class DiffusionModule(BudgetScheduleMixin, L.LightningModule):
         return self._step(batch, "train")
 
     def validation_step(self, batch, batch_idx: int) -> None:
-        # same noise every validation (comparable curves); the training RNG streams of every device in use
-        # are saved and restored around it (torch.manual_seed reseeds CUDA too, which fork_rng(devices=[])
-        # would leave reseeded: every epoch's training noise would then restart from the same state)
-        devices = [self.device.index if self.device.index is not None else torch.cuda.current_device()] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(1000 + batch_idx)
+        # same noise every validation (comparable curves); the training RNG streams are left as they were
+        with forked_rng(self.device, 1000 + batch_idx):
             self._step(batch, "val")
 
     def num_parameters(self) -> int:

@@ -14,6 +14,7 @@ import moldiff
 from moldiff.data.vocab import Vocab
 from moldiff.models.property import PropertyPredictor
 from moldiff.training.module import BudgetScheduleMixin, property_mask
+from moldiff.utils.rng import forked_rng
 
 
 def atom_features(atom_types: torch.Tensor, charges: torch.Tensor, vocab: Vocab) -> torch.Tensor:
@@ -144,9 +145,7 @@ class PropertyModule(BudgetScheduleMixin, L.LightningModule):
             self._step(batch, "val")
             return
         # the same noise at every validation (comparable curves), the training random streams left as they were
-        devices = [self.device.index if self.device.index is not None else torch.cuda.current_device()] if self.device.type == "cuda" else []
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(1000 + batch_idx)
+        with forked_rng(self.device, 1000 + batch_idx):
             self._step(batch, "val")
 
 
